@@ -1,0 +1,274 @@
+"""The one ``visec`` command. Every sub-command is a thin wrapper over the Python API."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from visec.errors import VisecError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="visec: train, evaluate, compare and attack visual-security methods.")
+data_app = typer.Typer(no_args_is_help=True, help="Build and inspect dataset manifests.")
+app.add_typer(data_app, name="data")
+# Piped output (logs, CI, tests) gets wide lines instead of wrapped table cells.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+DEBUG_ENV = "VISEC_DEBUG"
+
+
+def _version(value: bool) -> None:
+    if value:
+        import visec
+
+        console.print(f"visec {visec.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+
+
+# -- list --------------------------------------------------------------------------------------------
+@app.command("list")
+def list_cmd(kind: Optional[str] = typer.Argument(None, help="methods, backbones, datasets, face-detectors or attacks"),
+             pattern: str = typer.Option("*", "--filter", "-f", help="Glob on names, e.g. 'eff*'.")) -> None:
+    """List what is registered: methods, backbones, datasets, face detectors, attacks."""
+    from visec.registry import REGISTRIES, unknown_name
+
+    if kind is not None and kind not in REGISTRIES:
+        raise VisecError(unknown_name("kind", kind, REGISTRIES))
+    for name, reg in REGISTRIES.items():
+        if kind and name != kind:
+            continue
+        table = Table(title=name, title_justify="left", show_lines=False)
+        table.add_column("name", style="bold")
+        table.add_column("description")
+        entries = reg.entries(pattern)
+        for e in entries:
+            table.add_row(e.name, e.summary)
+        if not entries:
+            table.add_row("-", "(none registered yet)")
+        console.print(table)
+
+
+# -- data --------------------------------------------------------------------------------------------
+@data_app.command("build")
+def data_build(dataset: str = typer.Argument(..., help="Layout name (see `visec list datasets`)."),
+               root: Path = typer.Option(..., "--root", help="The dataset folder as downloaded."),
+               out: Optional[Path] = typer.Option(None, "--out", help="Manifest path (default ROOT/manifest.jsonl)."),
+               option: list[str] = typer.Option([], "--option", "-o", help="Builder option key=value (repeatable)."),
+               ) -> None:
+    """Write a manifest from a published dataset layout (FF++, Celeb-DF, DFD, WildDeepfake, generic)."""
+    from visec.config import parse_overrides
+    from visec.data.builders import build_manifest
+    from visec.data.manifest import read_manifest
+
+    path = build_manifest(dataset, root, out, **parse_overrides(option))
+    m = read_manifest(path, check_files=False)
+    console.print(m.counts())
+    console.print(f"manifest: {path} ({len(m)} rows)")
+
+
+@data_app.command("toy")
+def data_toy(out: Path = typer.Option(Path("data/toy"), "--out", help="Output folder."),
+             seed: int = typer.Option(0, "--seed"),
+             size: int = typer.Option(64, "--size", help="Image side in pixels.")) -> None:
+    """Generate the tiny offline real-vs-spliced face set (LFW crops shipped with scikit-image)."""
+    from visec.data.toy import make_toy_dataset
+
+    path = make_toy_dataset(out, seed=seed, size=size)
+    console.print(f"manifest: {path}")
+
+
+@data_app.command("show")
+def data_show(manifest: Path = typer.Argument(..., help="A manifest.jsonl (or its folder).")) -> None:
+    """Validate a manifest and print rows per split and manipulation."""
+    from visec.data.manifest import read_manifest
+
+    m = read_manifest(manifest)
+    console.print(m.counts())
+    console.print(f"{len(m)} rows, {m.df['video_id'].nunique()} videos, all files present")
+
+
+# -- preprocess --------------------------------------------------------------------------------------
+@app.command("preprocess")
+def preprocess_cmd(manifest: Path = typer.Argument(..., help="Manifest of videos (or images)."),
+                   out: Path = typer.Option(..., "--out", help="Folder for face crops and the new manifest."),
+                   frames: int = typer.Option(32, "--frames", help="Evenly spaced frames per video."),
+                   detector: str = typer.Option("mtcnn", "--detector", help="mtcnn, dlib or haar."),
+                   size: int = typer.Option(256, "--size", help="Crop side in pixels."),
+                   margin: float = typer.Option(0.3, "--margin", help="Context around the aligned face."),
+                   workers: int = typer.Option(1, "--workers", help="Parallel processes over videos."),
+                   ) -> None:
+    """Videos -> evenly spaced frames -> detect, align, crop -> PNGs + manifest (resumable)."""
+    from rich.progress import Progress
+
+    from visec.preprocess import preprocess
+
+    with Progress(console=err_console, transient=False) as bar:
+        task = bar.add_task("preprocess", total=None)
+        report = preprocess(manifest, out, n_frames=frames, detector=detector, size=size, margin=margin,
+                            workers=workers, progress=lambda done, total: bar.update(task, completed=done,
+                                                                                    total=total))
+    console.print(report.summary() if hasattr(report, "summary") else report)
+
+
+# -- train / test / predict --------------------------------------------------------------------------
+@app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def train_cmd(config: Optional[str] = typer.Argument(None, help="Method name, method/variant or a YAML file."),
+              overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. train.lr=0.01"),
+              resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder."),
+              name: Optional[str] = typer.Option(None, "--name", help="Run folder name under output_dir."),
+              devices: Optional[str] = typer.Option(None, "--devices", help="Devices per node (int or 'auto')."),
+              num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="Nodes for DDP."),
+              test_after: bool = typer.Option(True, "--test/--no-test", help="Evaluate the selected checkpoint on the test split."),
+              ) -> None:
+    """Train a method; selects on the validation split and (by default) tests the selected model."""
+    from visec.config import load_config
+    from visec.engine import Engine
+
+    ov = list(overrides or [])
+    if devices is not None:
+        ov.append(f"train.devices={devices}")
+    if num_nodes is not None:
+        ov.append(f"train.num_nodes={num_nodes}")
+    if name is not None:
+        ov.append(f"name={name}")
+    if resume is not None:
+        engine = Engine.from_run(resume, ov, progress=True)
+    else:
+        if config is None:
+            raise VisecError("give a config (e.g. `visec train classifier data.manifest=...`) or --resume RUN_DIR")
+        engine = Engine(load_config(config, ov), progress=True)
+    result = engine.fit(resume=resume is not None)
+    console.print(f"run folder: {result['run_dir']}")
+    if result["skipped"]:
+        n = sum(len(v) for v in result["skipped"].values())
+        err_console.print(f"[yellow]skipped {n} unreadable image(s); listed in the result card[/yellow]")
+    if test_after:
+        card = engine.test()
+        _print_card(card)
+
+
+@app.command("test")
+def test_cmd(run: Path = typer.Argument(..., help="A run folder (uses its best checkpoint)."),
+             checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A specific .safetensors file."),
+             data: Optional[Path] = typer.Option(None, "--data", help="Another manifest (cross-dataset test)."),
+             split: Optional[str] = typer.Option(None, "--split", help="Split to test on (default: test)."),
+             protocol: Optional[str] = typer.Option(None, "--protocol", help="Protocol name for the card."),
+             ) -> None:
+    """Evaluate a trained run and write a result card (frame + video AUC/EER/AP/ACC with CIs)."""
+    from visec.engine import Engine
+
+    engine = Engine.from_run(run, progress=False)
+    card = engine.test(checkpoint, data, protocol or ("cross" if data else "intra"), split)
+    _print_card(card)
+
+
+@app.command("predict")
+def predict_cmd(run: Path = typer.Argument(..., help="A run folder."),
+                data: Path = typer.Option(..., "--data", help="Manifest to score."),
+                out: Path = typer.Option(Path("predictions.csv"), "--out", help="CSV of per-image scores."),
+                checkpoint: Optional[Path] = typer.Option(None, "--checkpoint")) -> None:
+    """Score every image of a manifest; writes path, video_id, label, prob (of fake)."""
+    from visec.engine import Engine
+
+    df = Engine.from_run(run).predict(data, checkpoint)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    console.print(f"{len(df)} predictions -> {out}")
+
+
+# -- bench -------------------------------------------------------------------------------------------
+@app.command("bench")
+def bench_cmd(cards: Optional[list[Path]] = typer.Argument(None, help="Card files or folders to tabulate."),
+              out: Path = typer.Option(Path("runs/bench"), "--out", help="Run folder of the benchmark job."),
+              seed: int = typer.Option(0, "--seed"),
+              all_columns: bool = typer.Option(False, "--all-columns", help="Every metric, not just the headline ones."),
+              ) -> None:
+    """With card paths: a leaderboard of them. Without: train + test the baseline on the toy data."""
+    from visec.report.cards import ResultCard, find_cards, leaderboard
+
+    if not cards:
+        from visec.bench import run_default_bench
+
+        paths = run_default_bench(out, seed=seed, console=console)
+    else:
+        paths = find_cards(cards)
+    full = leaderboard([ResultCard.load(p) for p in paths])
+    board = full if all_columns else full[[c for c in HEADLINE if c in full.columns]]
+    table = Table(title=f"leaderboard ({len(paths)} card(s))", title_justify="left")
+    for col in board.columns:
+        table.add_column(col, no_wrap=True)
+    for row in board.itertuples(index=False):
+        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else _short(str(v)) for v in row])
+    console.print(table)
+    if not cards:
+        full.to_csv(out / "leaderboard.csv", index=False)
+        console.print(f"leaderboard: {out / 'leaderboard.csv'}")
+
+
+HEADLINE = ("method", "test_data", "protocol", "seed", "selection", "frame/auc", "frame/eer", "frame/acc",
+            "video/auc", "video/eer", "video/acc")
+
+
+def _short(text: str) -> str:
+    """``/long/path/to/data/manifest.jsonl:test`` -> ``data:test`` for table cells."""
+    if "/" not in text:
+        return text
+    path, _, split = text.partition(":")
+    name = Path(path).parent.name if Path(path).name == "manifest.jsonl" else Path(path).stem
+    return f"{name}:{split}" if split else name
+
+
+def _print_card(card) -> None:
+    from visec.metrics import format_metrics
+
+    console.print(format_metrics(card.metrics))
+    for note in card.notes:
+        err_console.print(f"[yellow]note: {note}[/yellow]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user mistakes are one line on stderr (exit 2); ``--debug`` shows tracebacks."""
+    import click
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get(DEBUG_ENV) == "1"
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=args, prog_name="visec", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        return 130
+    except VisecError as exc:
+        if debug:
+            raise
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Typed run configuration: YAML files under ``configs/`` + ``key=value`` overrides, validated at load.
+
+Precedence (lowest first): the defaults of the classes below < the YAML file < CLI overrides. Every
+key is checked: an unknown or mistyped key is an error naming the key (with a "did you mean"), and
+the method's own parameters are validated by the method's parameter class. The resolved config is
+saved into the run folder (``config.yaml``) so a run can be reproduced from it alone.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from visec.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Which manifest to read and how samples become tensors."""
+
+    manifest: Path | None = None  # JSON Lines manifest; None = the embedded default data
+    image_size: int = Field(64, ge=8, le=1024)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1)
+    num_workers: int = Field(0, ge=0)
+    frames_per_video: int | None = Field(None, ge=1)  # evenly spaced frames kept per video
+    hflip: bool = True  # random horizontal flip while training
+    on_bad_image: Literal["skip", "error"] = "skip"  # skip = counted, named, and reported in the card
+    train_split: str = "train"
+    val_split: str | None = "val"
+    test_split: str = "test"
+
+
+class TrainConfig(_Strict):
+    """Optimisation, hardware and model-selection settings (shared by every method)."""
+
+    seed: int = 0
+    max_epochs: int = Field(3, ge=1)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    scheduler: Literal["none", "cosine", "step"] = "cosine"
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    precision: str = "32-true"
+    deterministic: bool = True
+    limit_train_batches: float | int | None = None
+    # Model selection: "val" (default) keeps the checkpoint with the best monitored validation
+    # metric; "last" keeps the final epoch; "test" selects on the test split and is recorded in
+    # every card and report as such (it needs this explicit setting).
+    select_on: Literal["val", "last", "test"] = "val"
+    monitor: str = "auc"
+    monitor_mode: Literal["max", "min"] = "max"
+    bootstrap: int = Field(1000, ge=0)  # bootstrap resamples for confidence intervals
+
+
+class RunConfig(_Strict):
+    """A whole run: which method, its parameters, the data and the training settings."""
+
+    method: str
+    model: dict[str, Any] = Field(default_factory=dict)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output_dir: Path = Path("runs")
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _check_method(self) -> "RunConfig":
+        from visec.registry import METHODS
+
+        entry = METHODS.get(self.method)  # raises with "did you mean"
+        params_cls = entry.meta.get("params")
+        if params_cls is not None:
+            validated = _validate(params_cls, self.model, prefix="model")
+            object.__setattr__(self, "model", validated.model_dump(mode="json"))
+        return self
+
+    def method_params(self) -> BaseModel | dict[str, Any]:
+        from visec.registry import METHODS
+
+        params_cls = METHODS.get(self.method).meta.get("params")
+        return params_cls(**self.model) if params_cls is not None else dict(self.model)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return path
+
+
+def config_dir() -> Path:
+    """Where the shipped YAML configs live (``$VISEC_CONFIG_DIR`` or the repository's ``configs/``)."""
+    env = os.environ.get("VISEC_CONFIG_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "configs"
+
+
+def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
+    """A path to an existing YAML file, or ``method`` / ``method/variant`` under :func:`config_dir`."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        return p
+    parts = str(name_or_path).split("/")
+    method, variant = parts[0], (parts[1] if len(parts) > 1 else "default")
+    candidate = config_dir() / method / f"{variant}.yaml"
+    if not candidate.is_file():
+        raise ConfigError(f"no config '{name_or_path}' (looked for {candidate})")
+    return candidate
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["train.lr=0.01", "data.manifest=x.jsonl"]`` -> nested dict, values parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        key, raw = item.split("=", 1)
+        keys = key.strip().split(".")
+        if not all(keys):
+            raise ConfigError(f"override '{item}' has an empty key")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}' conflicts with another override of '{k}'")
+        node[keys[-1]] = value
+    return out
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(merged.get(k), dict):
+            merged[k] = deep_merge(merged[k], v)
+        else:
+            merged[k] = v
+    return merged
+
+
+def load_config(name_or_path: str | os.PathLike | None = None, overrides: list[str] | None = None,
+                **fields: Any) -> RunConfig:
+    """Load a YAML config (optional), apply overrides and keyword fields, validate, return it."""
+    raw: dict[str, Any] = {}
+    if name_or_path is not None:
+        path = resolve_config_path(name_or_path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        raw = loaded
+    if fields:
+        raw = deep_merge(raw, fields)
+    if overrides:
+        raw = deep_merge(raw, parse_overrides(overrides))
+    return _validate(RunConfig, raw)
+
+
+def _validate(cls: type[BaseModel], raw: dict[str, Any], prefix: str = "") -> BaseModel:
+    try:
+        return cls(**raw)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, cls, prefix)) from None
+
+
+def _explain(exc: ValidationError, cls: type[BaseModel], prefix: str) -> str:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(([prefix] if prefix else []) + loc)
+    more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    if err["type"] == "extra_forbidden":
+        known = _known_keys(cls, loc[:-1])
+        close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else (f"; known keys: {', '.join(known)}"
+                                                               if known else "")
+        return f"unknown config key '{key}'{hint}{more}"
+    if err["type"] == "missing":
+        return f"missing config key '{key}'{more}"
+    value = err.get("input")
+    shown = f" (got {value!r})" if not isinstance(value, dict) else ""
+    return f"config key '{key}': {err['msg']}{shown}{more}"
+
+
+def _known_keys(cls: type[BaseModel], loc: list[str]) -> list[str]:
+    model: Any = cls
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    return sorted(getattr(model, "model_fields", {}))

@@ -1,0 +1,159 @@
+"""Datasets and the Lightning data module that feed manifests to every detector."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from visec.config import DataConfig, TrainConfig
+from visec.data.images import load_rgb, scan_images
+from visec.data.manifest import Manifest, read_manifest
+from visec.errors import DataError, ManifestError
+
+
+def to_tensor(rgb: np.ndarray, size: int) -> torch.Tensor:
+    """``uint8 (H, W, 3)`` -> ``float32 (3, size, size)`` in [0, 1] (area resampling when shrinking)."""
+    h, w = rgb.shape[:2]
+    if (h, w) != (size, size):
+        interp = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_LINEAR
+        rgb = cv2.resize(rgb, (size, size), interpolation=interp)
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+
+
+class FaceDataset(Dataset):
+    """Image rows of a manifest as ``{"image", "label", "index"}`` samples.
+
+    ``index`` points back into :attr:`df`, where ``video_id``, ``path`` and the rest live, so the
+    evaluation can aggregate per video without moving strings through the data loader.
+    """
+
+    def __init__(self, manifest: Manifest, image_size: int, train: bool = False,
+                 hflip: bool = False) -> None:
+        videos = manifest.df["media"].eq("video")
+        if videos.any():
+            raise DataError(f"{manifest.source or 'manifest'}: {int(videos.sum())} row(s) are whole "
+                            f"videos (e.g. {manifest.df.loc[videos, 'path'].iloc[0]}); run "
+                            f"`visec preprocess` to extract face crops first")
+        self.df = manifest.df.reset_index(drop=True)
+        self.root = manifest.root
+        self.image_size = image_size
+        self.train = train
+        self.hflip = hflip and train
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        img = to_tensor(load_rgb(self.root / self.df.at[i, "path"]), self.image_size)
+        if self.hflip and torch.rand(()) < 0.5:
+            img = img.flip(-1)
+        return {"image": img, "label": torch.tensor(float(self.df.at[i, "label"])), "index": i}
+
+
+def keep_frames_per_video(df: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Keep ``n`` evenly spaced frames of every video (all of them when a video has fewer)."""
+    from visec.preprocess.video import sample_indices
+
+    parts = []
+    for _, g in df.sort_values(["video_id", "frame_index"]).groupby("video_id", sort=True):
+        parts.append(g.iloc[sample_indices(len(g), n)])
+    return pd.concat(parts).reset_index(drop=True)
+
+
+@dataclass
+class SplitInfo:
+    name: str
+    rows: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+class FaceDataModule(L.LightningDataModule):
+    """Reads the manifest once, checks every image once, and serves train/val/test/predict loaders.
+
+    Unreadable images are skipped and *reported* (``skipped``: path and reason per split) when
+    ``data.on_bad_image`` is ``skip``; with ``error`` the first one stops the run.
+    """
+
+    def __init__(self, data: DataConfig, train: TrainConfig, manifest: Manifest | None = None) -> None:
+        super().__init__()
+        self.cfg = data
+        self.train_cfg = train
+        self._manifest = manifest
+        self.splits: dict[str, FaceDataset] = {}
+        self.info: dict[str, SplitInfo] = {}
+
+    @property
+    def manifest(self) -> Manifest:
+        if self._manifest is None:
+            if self.cfg.manifest is None:
+                raise ManifestError("no manifest given: set data.manifest=PATH (or run `visec data toy` "
+                                    "to generate a small one)")
+            self._manifest = read_manifest(self.cfg.manifest)
+        return self._manifest
+
+    def dataset(self, split: str) -> FaceDataset:
+        if split not in self.splits:
+            part = self.manifest.split(split)
+            if len(part) == 0:
+                raise ManifestError(f"{self.manifest.source or 'manifest'}: split '{split}' is empty")
+            df = part.df
+            if self.cfg.frames_per_video:
+                df = keep_frames_per_video(df, self.cfg.frames_per_video)
+            report = scan_images([part.root / p for p in df["path"]])
+            info = SplitInfo(split, len(df), report.bad)
+            if report.bad:
+                if self.cfg.on_bad_image == "error":
+                    path, reason = report.bad[0]
+                    raise DataError(f"{path}: {reason} ({len(report.bad)} unreadable image(s) in "
+                                    f"split '{split}'; set data.on_bad_image=skip to skip and report them)")
+                bad = {Path(p) for p, _ in report.bad}
+                df = df[[part.root / p not in bad for p in df["path"]]]
+                if len(df) == 0:
+                    raise DataError(f"split '{split}': all {info.rows} image(s) are unreadable")
+            self.info[split] = info
+            self.splits[split] = FaceDataset(Manifest(df, part.root, part.source), self.cfg.image_size,
+                                             train=split == self.cfg.train_split, hflip=self.cfg.hflip)
+        return self.splits[split]
+
+    @property
+    def skipped(self) -> dict[str, list[tuple[str, str]]]:
+        return {k: v.skipped for k, v in self.info.items() if v.skipped}
+
+    @property
+    def selection_split(self) -> str | None:
+        if self.train_cfg.select_on == "test":
+            return self.cfg.test_split
+        if self.train_cfg.select_on == "val":
+            if not self.cfg.val_split or self.cfg.val_split not in set(self.manifest.df["split"]):
+                raise ManifestError("model selection on the validation split needs a 'val' split in "
+                                    "the manifest; add one or set train.select_on=last")
+            return self.cfg.val_split
+        return None
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        bs = self.cfg.batch_size if train else (self.cfg.eval_batch_size or self.cfg.batch_size)
+        gen = torch.Generator().manual_seed(self.train_cfg.seed)
+        return DataLoader(self.dataset(split), batch_size=bs, shuffle=train, drop_last=False,
+                          num_workers=self.cfg.num_workers, generator=gen,
+                          persistent_workers=self.cfg.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.cfg.train_split, True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        split = self.selection_split
+        return self._loader(split, False) if split else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.cfg.test_split, False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.cfg.test_split, False)

@@ -1,0 +1,215 @@
+"""One engine for every method: fit, test and predict on Lightning, with honest run folders.
+
+A run folder holds ``config.yaml`` (the resolved config), ``best.safetensors`` / ``last.safetensors``
+with JSON sidecars, ``last.ckpt`` (Lightning's full training state, read back with
+``weights_only=True``) for resuming, ``metrics.csv`` and the result cards of every test.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from visec.config import RunConfig, load_config
+from visec.data.datamodule import FaceDataModule
+from visec.data.manifest import read_manifest
+from visec.engine.checkpoint import (load_into, load_state_dict_file, read_sidecar,
+                                     save_checkpoint)
+from visec.engine.module import BinaryDetector
+from visec.errors import CheckpointError, ConfigError
+from visec.registry import METHODS
+from visec.report.cards import ResultCard, code_version
+
+CONFIG_FILE = "config.yaml"
+BEST, LAST, STATE = "best.safetensors", "last.safetensors", "last.ckpt"
+
+
+def build_module(cfg: RunConfig) -> BinaryDetector:
+    """Instantiate the registered method for ``cfg`` (random or local backbone weights)."""
+    return METHODS.get(cfg.method).obj(cfg.method_params(), cfg.train)
+
+
+class SafetensorsCheckpoint(Callback):
+    """After every epoch: ``last.*`` always, ``best.*`` when the monitored metric improved.
+
+    Its state (best score and epoch) travels in Lightning's checkpoint, so a resumed run keeps
+    selecting against the true best so far.
+    """
+
+    def __init__(self, run_dir: Path, cfg: RunConfig) -> None:
+        self.run_dir, self.cfg = run_dir, cfg
+        self.best_score: float | None = None
+        self.best_epoch: int | None = None
+
+    def _meta(self, trainer: L.Trainer, metrics: dict[str, float]) -> dict[str, Any]:
+        return {"config": self.cfg.to_dict(), "code": code_version(), "epoch": trainer.current_epoch,
+                "global_step": trainer.global_step, "selection": self.cfg.train.select_on,
+                "metrics": metrics, "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: BinaryDetector) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        if trainer.is_global_zero:
+            save_checkpoint(pl_module.net, self.run_dir / LAST, self._meta(trainer, metrics))
+        train = self.cfg.train
+        if train.select_on == "last":
+            improved = True
+        else:
+            key = f"val/{train.monitor}"
+            if key not in metrics:
+                raise ConfigError(f"train.monitor='{train.monitor}' is not a logged validation metric; "
+                                  f"available: {', '.join(k[4:] for k in metrics if k.startswith('val/'))}")
+            score = metrics[key]
+            better = (self.best_score is None or (score > self.best_score if train.monitor_mode == "max"
+                                                  else score < self.best_score))
+            improved = better and not math.isnan(score)
+            if improved:
+                self.best_score = score
+        if improved:
+            self.best_epoch = trainer.current_epoch
+            if trainer.is_global_zero:
+                save_checkpoint(pl_module.net, self.run_dir / BEST, self._meta(trainer, metrics))
+        trainer.save_checkpoint(self.run_dir / STATE)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_score, self.best_epoch = state.get("best_score"), state.get("best_epoch")
+
+
+class Engine:
+    """Fit, test and predict any registered method from a :class:`RunConfig`."""
+
+    def __init__(self, cfg: RunConfig, run_dir: str | Path | None = None, *, progress: bool = False) -> None:
+        self.cfg = cfg
+        if run_dir is None:
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            run_dir = Path(cfg.output_dir) / (cfg.name or f"{cfg.method}-{stamp}")
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, overrides: list[str] | None = None, **kw: Any) -> "Engine":
+        """Re-open a run folder with its saved config (for resume or test)."""
+        run_dir = Path(run_dir)
+        cfg_path = run_dir / CONFIG_FILE
+        if not cfg_path.is_file():
+            raise ConfigError(f"{run_dir} is not a visec run folder (no {CONFIG_FILE})")
+        return cls(load_config(cfg_path, overrides), run_dir, **kw)
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _trainer(self, callbacks: list[Callback] | None = None, **overrides: Any) -> L.Trainer:
+        t = self.cfg.train
+        kwargs: dict[str, Any] = dict(
+            max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+            strategy=t.strategy, precision=t.precision, deterministic=t.deterministic,
+            default_root_dir=str(self.run_dir), enable_checkpointing=False, logger=False,
+            enable_progress_bar=self.progress, enable_model_summary=False, num_sanity_val_steps=0,
+            callbacks=callbacks or [], log_every_n_steps=1,
+        )
+        if t.limit_train_batches is not None:
+            kwargs["limit_train_batches"] = t.limit_train_batches
+        if self.progress:
+            from lightning.pytorch.callbacks import RichProgressBar
+
+            kwargs["callbacks"] = [*kwargs["callbacks"], RichProgressBar(leave=True)]
+        kwargs.update(overrides)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+            return L.Trainer(**kwargs)
+
+    # -- fit ---------------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        """Train; with ``resume`` continue from ``last.ckpt`` in the run folder."""
+        state = self.run_dir / STATE
+        if resume and not state.is_file():
+            raise CheckpointError(f"cannot resume: {state} does not exist")
+        if not resume and (self.run_dir / LAST).exists():
+            raise ConfigError(f"run folder {self.run_dir} already holds a run; use --resume to "
+                              f"continue it or pick another name")
+        L.seed_everything(self.cfg.train.seed, workers=True, verbose=False)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.cfg.save(self.run_dir / CONFIG_FILE)
+        dm = FaceDataModule(self.cfg.data, self.cfg.train)
+        dm.selection_split  # validate the selection protocol before any training
+        module = build_module(self.cfg)
+        ckpt = SafetensorsCheckpoint(self.run_dir, self.cfg)
+        from lightning.pytorch.loggers import CSVLogger
+
+        trainer = self._trainer([ckpt], logger=CSVLogger(str(self.run_dir), name="", version="logs"))
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=dm, ckpt_path=str(state) if resume else None, weights_only=True)
+        return {"run_dir": self.run_dir, "best": self.run_dir / BEST, "last": self.run_dir / LAST,
+                "best_epoch": ckpt.best_epoch, "best_score": ckpt.best_score,
+                "fit_seconds": time.perf_counter() - start, "skipped": dm.skipped}
+
+    # -- test --------------------------------------------------------------------------------------
+    def load_module(self, checkpoint: str | Path | None = None) -> tuple[BinaryDetector, dict[str, Any]]:
+        path = Path(checkpoint) if checkpoint else self.run_dir / BEST
+        module = build_module(self.cfg)
+        load_into(module.net, load_state_dict_file(path, "checkpoint"), source=str(path))
+        meta = read_sidecar(path) if path.with_suffix(".json").is_file() else {}
+        return module, meta
+
+    def test(self, checkpoint: str | Path | None = None, manifest: str | Path | None = None,
+             protocol: str = "intra", split: str | None = None) -> ResultCard:
+        """Evaluate a checkpoint (default: the run's best) and write one result card."""
+        module, meta = self.load_module(checkpoint)
+        data_cfg = self.cfg.data.model_copy(update={k: v for k, v in
+                                                     (("manifest", Path(manifest) if manifest else None),
+                                                      ("test_split", split)) if v is not None})
+        dm = FaceDataModule(data_cfg, self.cfg.train)
+        trainer = self._trainer()
+        start = time.perf_counter()
+        trainer.test(module, datamodule=dm, verbose=False)
+        seconds = time.perf_counter() - start
+        res = module.test_results
+        train_data = str(self.cfg.data.manifest) if self.cfg.data.manifest else "none"
+        selection = meta.get("selection", self.cfg.train.select_on)
+        notes = []
+        if selection == "test":
+            notes.append("model selected on the test split (train.select_on=test)")
+        if dm.skipped:
+            notes.append(f"{sum(len(v) for v in dm.skipped.values())} unreadable image(s) skipped")
+        card = ResultCard(
+            method=self.cfg.method, train_data=train_data, test_data=f"{data_cfg.manifest}:{data_cfg.test_split}",
+            protocol=protocol, seed=self.cfg.train.seed, metrics=res["metrics"], config=self.cfg.to_dict(),
+            timings={"test_seconds": round(seconds, 3),
+                     "images_per_second": round(len(res["labels"]) / max(seconds, 1e-9), 2)},
+            selection=selection, notes=notes,
+            extra={"checkpoint": str(checkpoint or self.run_dir / BEST), "epoch": meta.get("epoch"),
+                   "skipped": {k: [list(x) for x in v] for k, v in dm.skipped.items()}},
+        )
+        card.save(self.run_dir / "cards")
+        pd.DataFrame({"path": dm.dataset(data_cfg.test_split).df["path"].to_numpy()[res["index"]],
+                      "video_id": res["video_ids"], "label": res["labels"], "prob": res["probs"]}
+                     ).to_csv(self.run_dir / "cards" / f"{card.slug()}.scores.csv", index=False)
+        return card
+
+    # -- predict -----------------------------------------------------------------------------------
+    def predict(self, manifest: str | Path, checkpoint: str | Path | None = None,
+                split: str | None = None) -> pd.DataFrame:
+        """Per-image fake probabilities for a manifest (all splits unless ``split`` is given)."""
+        module, _ = self.load_module(checkpoint)
+        m = read_manifest(manifest)
+        if split:
+            m = m.split(split)
+        m.df = m.df.assign(split="test")
+        dm = FaceDataModule(self.cfg.data.model_copy(update={"manifest": Path(manifest)}), self.cfg.train, m)
+        out = self._trainer().predict(module, datamodule=dm)
+        index = torch.cat([o["index"] for o in out]).numpy()
+        probs = torch.cat([o["prob"] for o in out]).numpy()
+        df = dm.dataset("test").df.iloc[index]
+        return pd.DataFrame({"path": df["path"].to_numpy(), "video_id": df["video_id"].to_numpy(),
+                             "label": df["label"].to_numpy(), "prob": probs})

@@ -1,0 +1,120 @@
+"""The Lightning base class shared by every real/fake detector.
+
+A method subclasses :class:`BinaryDetector`, builds its pure ``nn.Module`` and, when it has more
+than the binary cross-entropy, overrides :meth:`losses`. Evaluation, metric logging, DDP gathering
+and optimiser set-up live here once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from visec.config import TrainConfig
+from visec.errors import MetricError
+
+
+class BinaryDetector(L.LightningModule):
+    """``forward(images in [0,1]) -> logits (B,)``; probability of fake = ``sigmoid(logit)``."""
+
+    def __init__(self, net: nn.Module, train_cfg: TrainConfig) -> None:
+        super().__init__()
+        self.net = net
+        self.train_cfg = train_cfg
+        self._eval: dict[str, list[torch.Tensor]] = {}
+        self.val_results: dict[str, Any] | None = None
+        self.test_results: dict[str, Any] | None = None
+
+    # -- model ---------------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.net(images)
+        return out.squeeze(-1) if out.ndim == 2 and out.shape[-1] == 1 else out
+
+    def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """All training losses; ``"loss"`` is the one to minimise."""
+        logits = self(batch["image"])
+        return {"loss": F.binary_cross_entropy_with_logits(logits, batch["label"])}
+
+    # -- training ------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        losses = self.losses(batch)
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()},
+                      prog_bar=True, on_step=False, on_epoch=True, batch_size=len(batch["label"]))
+        return losses["loss"]
+
+    def configure_optimizers(self) -> Any:
+        cfg = self.train_cfg
+        params = [p for p in self.parameters() if p.requires_grad]
+        if cfg.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        elif cfg.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        else:
+            opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.scheduler == "none":
+            return opt
+        if cfg.scheduler == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.max_epochs)
+        else:
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.max_epochs // 3), gamma=0.1)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def _collect(self, batch: dict[str, Any]) -> None:
+        probs = torch.sigmoid(self(batch["image"]).float())
+        for key, val in (("prob", probs), ("label", batch["label"]), ("index", batch["index"])):
+            self._eval.setdefault(key, []).append(val.detach())
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._collect(batch)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._collect(batch)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        return {"index": batch["index"], "prob": torch.sigmoid(self(batch["image"]).float())}
+
+    def _gathered(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        data = {k: torch.cat(v) for k, v in self._eval.items()}
+        self._eval = {}
+        if self.trainer.world_size > 1:  # DDP: gather every rank's share, drop sampler padding
+            data = {k: self.all_gather(v).reshape(-1) for k, v in data.items()}
+        index = data["index"].cpu().numpy().astype(np.int64)
+        _, first = np.unique(index, return_index=True)
+        return (index[first], data["label"].cpu().numpy()[first].astype(int),
+                data["prob"].cpu().numpy()[first].astype(np.float64))
+
+    def _evaluate(self, loader_split: str, n_bootstrap: int) -> dict[str, Any]:
+        from visec.metrics import binary_metrics
+
+        index, labels, probs = self._gathered()
+        dataset = self.trainer.datamodule.dataset(loader_split)
+        video_ids = dataset.df["video_id"].to_numpy()[index]
+        metrics = binary_metrics(labels, probs, video_ids, n_bootstrap=n_bootstrap,
+                                 seed=self.train_cfg.seed)
+        return {"metrics": metrics, "index": index, "labels": labels, "probs": probs,
+                "video_ids": video_ids}
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._eval:
+            return
+        split = self.trainer.datamodule.selection_split
+        try:
+            res = self._evaluate(split, n_bootstrap=0)
+        except MetricError as exc:
+            raise MetricError(f"validation on split '{split}': {exc}") from None
+        self.val_results = res
+        flat = {f"val/{k}": float(v["value"]) for k, v in res["metrics"]["frame"].items()
+                if isinstance(v, dict)}
+        flat.update({f"val/video_{k}": float(v["value"]) for k, v in res["metrics"].get("video", {}).items()
+                     if isinstance(v, dict)})
+        self.log_dict(flat, prog_bar=False)
+
+    def on_test_epoch_end(self) -> None:
+        split = self.trainer.datamodule.cfg.test_split
+        self.test_results = self._evaluate(split, n_bootstrap=self.train_cfg.bootstrap)

@@ -1,0 +1,3 @@
+"""Every method is one sub-package; importing it registers the method in ``visec.registry.METHODS``."""
+
+from visec.methods import classifier  # noqa: F401

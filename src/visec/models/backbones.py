@@ -1,0 +1,71 @@
+"""Feature extractors registered by name: a tiny CNN for tests and timm architectures.
+
+Every factory returns an ``nn.Module`` mapping ``(B, C, H, W)`` to pooled features ``(B, F)`` and
+exposes ``num_features``. Weights are random unless ``weights`` names a local file (safetensors or
+a PyTorch state dict loadable with ``weights_only=True``); nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from visec.engine.checkpoint import load_into, load_state_dict_file
+from visec.registry import BACKBONES
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class TinyCNN(nn.Module):
+    """Four conv-BN-ReLU blocks with stride 2 and global average pooling (about 100k parameters)."""
+
+    def __init__(self, in_chans: int = 3, width: int = 16) -> None:
+        super().__init__()
+        chans = [in_chans, width, width * 2, width * 4, width * 8]
+        layers: list[nn.Module] = []
+        for cin, cout in zip(chans[:-1], chans[1:]):
+            layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
+                       nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.num_features = chans[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.features(x)).flatten(1)
+
+
+@BACKBONES.register("tiny_cnn", summary="4-block CNN (~100k params) for tests and quick runs")
+def tiny_cnn(in_chans: int = 3, weights: str | Path | None = None, width: int = 16) -> nn.Module:
+    model = TinyCNN(in_chans=in_chans, width=width)
+    if weights:
+        load_into(model, load_state_dict_file(weights, "backbone weights"), source=str(weights))
+    return model
+
+
+def _timm_factory(timm_name: str):
+    def factory(in_chans: int = 3, weights: str | Path | None = None, **kwargs) -> nn.Module:
+        import timm
+
+        model = timm.create_model(timm_name, pretrained=False, num_classes=0, in_chans=in_chans,
+                                  **kwargs)
+        if weights:
+            state = load_state_dict_file(weights, "backbone weights")
+            head = tuple(k.rsplit(".", 1)[0] + "." for k in state
+                         if k.split(".")[0] in ("fc", "classifier", "head", "last_linear"))
+            load_into(model, state, source=str(weights), ignore=head)
+        return model
+
+    factory.__name__ = timm_name
+    return factory
+
+
+for _name, _timm, _summary in (
+    ("xception", "legacy_xception", "Xception (timm legacy_xception), the FaceForensics++ baseline"),
+    ("resnet18", "resnet18", "ResNet-18 (timm)"),
+    ("efficientnet_b0", "efficientnet_b0", "EfficientNet-B0 (timm)"),
+    ("mobilenetv2", "mobilenetv2_100", "MobileNetV2 1.0 (timm)"),
+):
+    BACKBONES.register(_name, summary=_summary, timm_name=_timm)(_timm_factory(_timm))

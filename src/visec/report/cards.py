@@ -1,0 +1,159 @@
+"""Result cards: one JSON file per evaluation, the unit every table and report is built from.
+
+In the spirit of RobustBench's model cards: a card says what was evaluated (method, data,
+protocol, seed), what came out (metrics with confidence intervals), and how to reproduce it
+(full config, code version, timings). ``visec bench`` and the leaderboard read cards only.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import subprocess
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from visec.errors import VisecError
+
+CARD_VERSION = 1
+CARD_SUFFIX = ".card.json"
+
+
+@lru_cache(maxsize=1)
+def code_version() -> dict[str, Any]:
+    """visec's version plus the git commit (and whether the tree was dirty) when run from a checkout."""
+    import visec
+
+    info: dict[str, Any] = {"visec": visec.__version__}
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                                text=True, timeout=5)
+        if commit.returncode == 0:
+            info["commit"] = commit.stdout.strip()
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                   cwd=here, capture_output=True, text=True, timeout=5)
+            info["dirty"] = bool(dirty.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+@dataclass
+class ResultCard:
+    """One evaluation result. ``metrics`` maps a level (``frame``, ``video``, ...) to named values."""
+
+    method: str
+    train_data: str
+    test_data: str
+    protocol: str
+    seed: int
+    metrics: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    selection: str = "val"
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    code: dict[str, Any] = field(default_factory=code_version)
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(
+        timespec="seconds"))
+    card_version: int = CARD_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        if path.is_dir() or not path.name.endswith(".json"):
+            path = Path(path) / f"{self.slug()}{CARD_SUFFIX}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n")
+        os.replace(tmp, path)
+        return path
+
+    def slug(self) -> str:
+        parts = [self.method, self.protocol, self.test_data, f"seed{self.seed}"]
+        return "_".join("".join(ch if ch.isalnum() or ch in "-." else "-" for ch in p) for p in parts)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ResultCard":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise VisecError(f"cannot read result card {path}: {exc}") from None
+        if data.get("card_version") != CARD_VERSION:
+            raise VisecError(f"{path}: unsupported card_version {data.get('card_version')!r}")
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise VisecError(f"{path}: unknown card field(s) {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+def find_cards(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """All card files under the given files or folders (recursive), sorted."""
+    found: set[Path] = set()
+    for p in map(Path, paths):
+        if p.is_file():
+            found.add(p)
+        elif p.is_dir():
+            found.update(p.rglob(f"*{CARD_SUFFIX}"))
+        else:
+            raise VisecError(f"no such file or folder: {p}")
+    return sorted(found)
+
+
+def flatten_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``{"frame": {"auc": {"value": v, "ci": [l, h]}}}`` -> ``{"frame/auc": v, "frame/auc_ci": (l, h)}``."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, obj: Any) -> None:
+        if isinstance(obj, dict) and "value" in obj:
+            flat[prefix] = obj["value"]
+            if obj.get("ci") is not None:
+                flat[prefix + "_ci"] = tuple(obj["ci"])
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(f"{prefix}/{k}" if prefix else str(k), v)
+        else:
+            flat[prefix] = obj
+
+    walk("", metrics)
+    return flat
+
+
+def leaderboard(cards: Iterable[ResultCard], metrics: list[str] | None = None) -> pd.DataFrame:
+    """One row per card: identity columns plus flattened metric values (no CI columns)."""
+    rows = []
+    for c in cards:
+        row = {"method": c.method, "train_data": c.train_data, "test_data": c.test_data,
+               "protocol": c.protocol, "seed": c.seed, "selection": c.selection}
+        flat = {k: v for k, v in flatten_metrics(c.metrics).items() if not k.endswith("_ci")}
+        if metrics is not None:
+            flat = {k: flat.get(k) for k in metrics}
+        row.update(flat)
+        rows.append(row)
+    if not rows:
+        raise VisecError("no result cards to tabulate")
+    df = pd.DataFrame(rows)
+    sort_key = next((k for k in ("video/auc", "frame/auc") if k in df.columns), None)
+    if sort_key:
+        df = df.sort_values(sort_key, ascending=False, kind="stable", na_position="last")
+    return df.reset_index(drop=True)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -1,0 +1,18 @@
+"""Shared fixtures: offline, CPU, small threads, and a tiny generated face set."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def toy_manifest(tmp_path_factory):
+    """The offline toy set at 32 px, 100 sources x 2 variants (generated once per test session)."""
+    from visec.data.toy import make_toy_dataset
+
+    return make_toy_dataset(tmp_path_factory.mktemp("toy"), seed=0, size=32)
