@@ -154,6 +154,10 @@ def train_cmd(config: Optional[str] = typer.Argument(None, help="Method name, me
             raise VisecError("give a config (e.g. `visec train classifier data.manifest=...`) or --resume RUN_DIR")
         engine = Engine(load_config(config, ov), progress=True)
     result = engine.fit(resume=resume is not None)
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank != 0:  # DDP: the other ranks stay quiet
+        console.quiet = err_console.quiet = True
     console.print(f"run folder: {result['run_dir']}")
     if result["skipped"]:
         n = sum(len(v) for v in result["skipped"].values())

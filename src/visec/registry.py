@@ -33,9 +33,17 @@ class Entry:
 class Registry:
     """A mapping of names to objects, with strict registration and helpful lookups."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, modules: tuple[str, ...] = ()) -> None:
         self.kind = kind
+        self.modules = modules  # imported on first lookup: they register the built-in entries
         self._entries: dict[str, Entry] = {}
+        self._loaded = not modules
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            for mod in self.modules:
+                importlib.import_module(mod)
 
     def register(self, name: str | None = None, *, summary: str = "", **meta: Any) -> Callable:
         """Decorator registering ``obj`` under ``name`` (default: its ``__name__``)."""
@@ -52,7 +60,7 @@ class Registry:
         return deco
 
     def get(self, name: str) -> Entry:
-        load_builtins()
+        self._load()
         try:
             return self._entries[name]
         except KeyError:
@@ -62,14 +70,14 @@ class Registry:
         return self.get(name).obj(**kwargs)
 
     def names(self, pattern: str = "*") -> list[str]:
-        load_builtins()
+        self._load()
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
 
     def entries(self, pattern: str = "*") -> list[Entry]:
         return [self._entries[n] for n in self.names(pattern)]
 
     def __contains__(self, name: object) -> bool:
-        load_builtins()
+        self._load()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
@@ -91,31 +99,13 @@ def unknown_name(kind: str, name: str, known_names) -> str:
     return f"unknown {kind} '{name}'{hint}{listing}"
 
 
-METHODS = Registry("method")
-BACKBONES = Registry("backbone")
-DATASETS = Registry("dataset")
-DETECTORS = Registry("face detector")
-ATTACKS = Registry("attack")
+# Each registry imports only the modules that fill it, on first use; heavy libraries (timm,
+# facenet) are imported inside the registered factories, so a lookup stays cheap.
+METHODS = Registry("method", ("visec.methods",))
+BACKBONES = Registry("backbone", ("visec.models.backbones",))
+DATASETS = Registry("dataset", ("visec.data.builders",))
+DETECTORS = Registry("face detector", ("visec.preprocess.detect",))
+ATTACKS = Registry("attack", ("visec.attacks",))
 
 REGISTRIES = {"methods": METHODS, "backbones": BACKBONES, "datasets": DATASETS,
               "face-detectors": DETECTORS, "attacks": ATTACKS}
-
-# Modules whose import registers the built-in entries. Heavy libraries (timm, facenet) are imported
-# inside the registered factories, so loading these is cheap.
-_BUILTIN_MODULES = (
-    "visec.models.backbones",
-    "visec.methods",
-    "visec.data.builders",
-    "visec.preprocess.detect",
-    "visec.attacks",
-)
-_loaded = False
-
-
-def load_builtins() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for mod in _BUILTIN_MODULES:
-        importlib.import_module(mod)

@@ -78,3 +78,20 @@ def test_data_toy_and_show(tmp_path):
     assert res.returncode == 0, res.stderr
     res = run("data", "show", str(tmp_path / "toy"))
     assert res.returncode == 0 and "all files present" in res.stdout
+
+
+def test_ddp_on_two_cpu_processes_evaluates_each_sample_once(tmp_path, toy_manifest):
+    """DDP (gloo, 2 CPU ranks): gathered evaluation must count every test image exactly once."""
+    import json
+
+    from visec.data.manifest import read_manifest
+
+    res = run("train", "classifier", f"data.manifest={toy_manifest}", f"output_dir={tmp_path}",
+              "train.accelerator=cpu", "train.strategy=ddp", "--devices", "2", "train.max_epochs=1",
+              "train.bootstrap=20", "--name", "ddp")
+    assert res.returncode == 0, res.stderr[-2000:]
+    cards = list((tmp_path / "ddp" / "cards").glob("*.card.json"))
+    assert len(cards) == 1
+    metrics = json.loads(cards[0].read_text())["metrics"]
+    assert metrics["frame"]["n"] == len(read_manifest(toy_manifest).split("test"))
+    assert res.stdout.count("frame AUC") == 1  # rank 1 stays quiet

@@ -8,6 +8,7 @@ with JSON sidecars, ``last.ckpt`` (Lightning's full training state, read back wi
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import math
 import time
 import warnings
@@ -30,6 +31,20 @@ from visec.registry import METHODS
 from visec.report.cards import ResultCard, code_version
 
 CONFIG_FILE = "config.yaml"
+
+
+class _DropAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_DropAdverts())
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+warnings.filterwarnings("ignore", message=r".*all_gather is deprecated.*")
+# Evaluation gathers every rank's predictions and drops the sampler's padding by sample index,
+# so the "each sample evaluated once" advice does not apply.
+warnings.filterwarnings("ignore", message=r".*it is recommended to use `Trainer\(devices=1.*")
 BEST, LAST, STATE = "best.safetensors", "last.safetensors", "last.ckpt"
 
 
@@ -172,7 +187,7 @@ class Engine:
         dm = FaceDataModule(data_cfg, self.cfg.train)
         trainer = self._trainer()
         start = time.perf_counter()
-        trainer.test(module, datamodule=dm, verbose=False)
+        trainer.test(module, datamodule=dm, verbose=False, weights_only=True)
         seconds = time.perf_counter() - start
         res = module.test_results
         train_data = str(self.cfg.data.manifest) if self.cfg.data.manifest else "none"
@@ -191,6 +206,8 @@ class Engine:
             extra={"checkpoint": str(checkpoint or self.run_dir / BEST), "epoch": meta.get("epoch"),
                    "skipped": {k: [list(x) for x in v] for k, v in dm.skipped.items()}},
         )
+        if not trainer.is_global_zero:  # under DDP every rank holds the gathered results; one writes
+            return card
         card.save(self.run_dir / "cards")
         pd.DataFrame({"path": dm.dataset(data_cfg.test_split).df["path"].to_numpy()[res["index"]],
                       "video_id": res["video_ids"], "label": res["labels"], "prob": res["probs"]}
@@ -207,7 +224,7 @@ class Engine:
             m = m.split(split)
         m.df = m.df.assign(split="test")
         dm = FaceDataModule(self.cfg.data.model_copy(update={"manifest": Path(manifest)}), self.cfg.train, m)
-        out = self._trainer().predict(module, datamodule=dm)
+        out = self._trainer().predict(module, datamodule=dm, weights_only=True)
         index = torch.cat([o["index"] for o in out]).numpy()
         probs = torch.cat([o["prob"] for o in out]).numpy()
         df = dm.dataset("test").df.iloc[index]

@@ -1,0 +1,113 @@
+"""Dataset builders: published folder layouts -> manifests.
+
+Each builder is registered in :data:`visec.registry.DATASETS` and called as
+``builder(root, **options) -> pandas.DataFrame``; rows have paths relative to ``root``, and
+``df.attrs`` holds ``skipped`` (files seen but not used, each ``(relative path, reason)``) and
+``missing`` (what the layout promises but is not on disk). :func:`build_manifest` runs one, writes
+the manifest and a report beside it::
+
+    from visec.data.builders import build_manifest
+    build_manifest("ffpp", "/data/FaceForensics++", compression="c40")   # -> /data/FaceForensics++/manifest.jsonl
+
+=============== ===================================================================================
+name            layout
+=============== ===================================================================================
+``ffpp``        ``original_sequences/youtube/<comp>/videos`` + ``manipulated_sequences/<M>/<comp>/...``
+``celebdf``     ``Celeb-real/``, ``YouTube-real/``, ``Celeb-synthesis/`` + ``List_of_testing_videos.txt``
+``dfd``         FF++-style ``actors`` / ``DeepFakeDetection`` folders, or flat ``DFD_*_sequences/``
+``wilddeepfake`` ``{real,fake}_{train,test}/.../<sequence>/<frame>.png``
+``generic``     ``real/**`` and ``fake/<manipulation>/**`` (optionally under ``train|val|test/``)
+=============== ===================================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from visec.data.builders import celebdf, dfd, ffpp, generic, wilddeepfake  # noqa: F401  (registers them)
+from visec.data.manifest import write_manifest
+from visec.registry import DATASETS
+
+__all__ = ["build_manifest", "report_path", "rebase_paths"]
+
+
+def report_path(manifest: str | os.PathLike) -> Path:
+    """The build report that sits beside a manifest: ``manifest.jsonl`` -> ``manifest.report.json``."""
+    manifest = Path(manifest)
+    return manifest.with_name(manifest.stem + ".report.json")
+
+
+def rebase_paths(df: pd.DataFrame, root: str | os.PathLike, folder: str | os.PathLike) -> pd.DataFrame:
+    """Rewrite ``df['path']`` from relative-to-``root`` to relative-to-``folder`` (POSIX, may use ``..``).
+
+    Both folders are resolved (symlinks followed) because :func:`~visec.data.manifest.read_manifest`
+    resolves the manifest's folder before joining, so ``..`` steps land where they should.
+    """
+    src, dst = Path(root).resolve(), Path(folder).resolve()
+    if src == dst:
+        return df
+    df = df.copy()
+    df["path"] = [Path(os.path.relpath(src / p, dst)).as_posix() for p in df["path"]]
+    return df
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _report(name: str, root: Path, out: Path, df: pd.DataFrame, options: dict[str, Any]) -> dict[str, Any]:
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    for (split, manipulation), part in df.groupby(["split", "manipulation"], sort=True):
+        counts.setdefault(str(split), {})[str(manipulation)] = {
+            "rows": int(len(part)), "videos": int(part["video_id"].nunique())}
+    skipped = df.attrs.get("skipped", [])
+    missing = df.attrs.get("missing", [])
+    return {
+        "builder": name,
+        "dataset": sorted(df["dataset"].unique().tolist()),
+        "root": str(root.resolve()),
+        "manifest": out.name,
+        "options": _jsonable(options),
+        "rows": int(len(df)),
+        "videos": int(df["video_id"].nunique()),
+        "labels": {str(k): int(v) for k, v in df["label"].value_counts().sort_index().items()},
+        "counts": counts,
+        "skipped_count": len(skipped),
+        "skipped": [{"path": p, "reason": r} for p, r in skipped],
+        "missing_count": len(missing),
+        "missing": [{"path": p, "reason": r} for p, r in missing],
+    }
+
+
+def build_manifest(name: str, root: str | os.PathLike, out: str | os.PathLike | None = None,
+                   **options: Any) -> Path:
+    """Run the builder ``name`` on ``root`` and write the manifest (default ``root/manifest.jsonl``).
+
+    ``out`` may lie anywhere: paths are rewritten relative to its folder. An existing folder as
+    ``out`` means ``out/manifest.jsonl``. Also writes :func:`report_path` (counts per split and
+    manipulation, skipped and missing files). Prints nothing; returns the manifest path.
+    """
+    entry = DATASETS.get(name)  # unknown names get "did you mean"
+    df = entry.obj(Path(root), **options)
+    root = Path(root).expanduser().absolute()
+    out = root / "manifest.jsonl" if out is None else Path(out).expanduser().absolute()
+    if out.is_dir():
+        out = out / "manifest.jsonl"
+    attrs = dict(df.attrs)
+    df = rebase_paths(df, root, out.parent)
+    df.attrs.update(attrs)
+    path = write_manifest(df, out)
+    report = _report(name, root, path, df, options)
+    report_path(path).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,172 @@
+"""Frame sampling and reading with OpenCV.
+
+* :func:`sample_indices` spreads frames evenly over the *whole* video (the centre frame of each of
+  ``n`` equal segments), not the first ``n`` frames.
+* :func:`count_frames` trusts the container's frame count only after checking it: the last claimed
+  frame must decode and the one after it must not; otherwise the frames are counted by decoding.
+* :func:`read_frames` seeks to each wanted frame and checks, through ``CAP_PROP_POS_FRAMES``, that
+  the decoder landed where it was asked to. On the first failed or misplaced seek it reopens the
+  file and decodes sequentially instead, so a container with a broken index still yields the right
+  frames. A frame that cannot be decoded at all comes back as ``None``, never silently left out.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from visec.errors import DataError
+
+__all__ = ["sample_indices", "count_frames", "read_frames", "open_video"]
+
+
+def sample_indices(n_total: int, n: int) -> list[int]:
+    """``n`` evenly spaced frame indices over ``n_total`` frames (all frames if ``n >= n_total``).
+
+    Index ``i`` is the centre frame of the ``i``-th of ``n`` equal segments,
+    ``floor((i + 0.5) * n_total / n)``; e.g. ``sample_indices(10, 5) == [1, 3, 5, 7, 9]``.
+    The result is sorted and free of duplicates.
+    """
+    if isinstance(n, bool) or int(n) != n or n <= 0:
+        raise ValueError(f"number of frames to sample must be a positive integer, got {n!r}")
+    if isinstance(n_total, bool) or int(n_total) != n_total or n_total < 0:
+        raise ValueError(f"frame count must be a non-negative integer, got {n_total!r}")
+    n, n_total = int(n), int(n_total)
+    if n >= n_total:
+        return list(range(n_total))
+    # Segments are longer than one frame, so the centres are strictly increasing.
+    return [int((2 * i + 1) * n_total // (2 * n)) for i in range(n)]
+
+
+def open_video(path: str | os.PathLike):
+    """An opened :class:`cv2.VideoCapture`; raises :class:`DataError` naming the file otherwise."""
+    import cv2
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"video not found: {p}")
+    if p.stat().st_size == 0:
+        raise DataError(f"cannot read video {p}: the file is empty (0 bytes)")
+    cap = cv2.VideoCapture(str(p))
+    if not cap.isOpened():
+        cap.release()
+        raise DataError(f"cannot read video {p}: OpenCV could not open it (corrupt file or "
+                        f"unsupported codec)")
+    return cap
+
+
+def _pos(cap) -> int:
+    import cv2
+
+    return int(round(cap.get(cv2.CAP_PROP_POS_FRAMES)))
+
+
+def _count_by_decoding(path: Path) -> int:
+    cap = open_video(path)
+    try:
+        n = 0
+        while cap.grab():
+            n += 1
+        return n
+    finally:
+        cap.release()
+
+
+def count_frames(path: str | os.PathLike) -> int:
+    """Number of decodable frames in the video (container count, verified; else counted).
+
+    Raises :class:`DataError` when the file cannot be opened or holds no decodable frame.
+    """
+    import cv2
+
+    p = Path(path)
+    cap = open_video(p)
+    try:
+        claimed = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        verified = False
+        if claimed > 0:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, claimed - 1)
+            if cap.grab() and _pos(cap) == claimed and not cap.grab():
+                verified = True
+    finally:
+        cap.release()
+    n = claimed if verified else _count_by_decoding(p)
+    if n <= 0:
+        raise DataError(f"cannot read video {p}: no decodable frame")
+    return n
+
+
+def _to_rgb(frame: np.ndarray) -> np.ndarray:
+    import cv2
+
+    if frame.ndim == 2:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+    if frame.shape[2] == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+
+def _read_sequential(path: Path, wanted: list[int]) -> dict[int, np.ndarray | None]:
+    out: dict[int, np.ndarray | None] = {}
+    cap = open_video(path)
+    try:
+        pos = 0
+        for idx in wanted:
+            ok = True
+            while pos < idx and ok:
+                ok = cap.grab()
+                pos += 1
+            if not ok:
+                break
+            ok, frame = cap.read()
+            pos += 1
+            out[idx] = _to_rgb(frame) if ok and frame is not None else None
+            if not ok:
+                break
+    finally:
+        cap.release()
+    for idx in wanted:
+        out.setdefault(idx, None)
+    return out
+
+
+def read_frames(path: str | os.PathLike, indices: Iterable[int], *, seek: bool = True
+                ) -> list[tuple[int, np.ndarray | None]]:
+    """Decode the frames at ``indices``: a list of ``(index, RGB uint8 array or None)``.
+
+    The result follows the order of ``indices`` (duplicates allowed). ``None`` marks a frame that
+    does not exist or could not be decoded. ``seek=False`` forces sequential decoding. Raises
+    :class:`DataError` naming the file when it cannot be opened at all.
+    """
+    import cv2
+
+    p = Path(path)
+    idx_list = [int(i) for i in indices]
+    if any(i < 0 for i in idx_list):
+        raise ValueError(f"frame indices must be >= 0, got {min(idx_list)}")
+    wanted = sorted(set(idx_list))
+    got: dict[int, np.ndarray | None] = {}
+    fallback = not seek
+    if not fallback and wanted:
+        cap = open_video(p)
+        try:
+            pos = 0
+            for idx in wanted:
+                if idx != pos:
+                    cap.set(cv2.CAP_PROP_POS_FRAMES, idx)
+                ok, frame = cap.read()
+                if not ok or frame is None or _pos(cap) != idx + 1:
+                    # failed or misplaced seek (or past the end): decode sequentially instead
+                    fallback = True
+                    break
+                got[idx] = _to_rgb(frame)
+                pos = idx + 1
+        finally:
+            cap.release()
+    if fallback and wanted:
+        rest = [i for i in wanted if i not in got]
+        got.update(_read_sequential(p, rest))
+    return [(i, got.get(i)) for i in idx_list]
