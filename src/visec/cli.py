@@ -85,7 +85,7 @@ def data_build(dataset: str = typer.Argument(..., help="Layout name (see `visec 
 @data_app.command("toy")
 def data_toy(out: Path = typer.Option(Path("data/toy"), "--out", help="Output folder."),
              seed: int = typer.Option(0, "--seed"),
-             size: int = typer.Option(64, "--size", help="Image side in pixels.")) -> None:
+             size: int = typer.Option(32, "--size", help="Image side in pixels.")) -> None:
     """Generate the tiny offline real-vs-spliced face set (LFW crops shipped with scikit-image)."""
     from visec.data.toy import make_toy_dataset
 
@@ -199,17 +199,21 @@ def predict_cmd(run: Path = typer.Argument(..., help="A run folder."),
 # -- bench -------------------------------------------------------------------------------------------
 @app.command("bench")
 def bench_cmd(cards: Optional[list[Path]] = typer.Argument(None, help="Card files or folders to tabulate."),
-              out: Path = typer.Option(Path("runs/bench"), "--out", help="Run folder of the benchmark job."),
+              method: str = typer.Option("classifier", "--method", help="Bench job to run (see `visec list bench-jobs`)."),
+              data: Optional[Path] = typer.Option(None, "--data", help="A real manifest instead of the embedded data."),
+              out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/bench/METHOD)."),
               seed: int = typer.Option(0, "--seed"),
               all_columns: bool = typer.Option(False, "--all-columns", help="Every metric, not just the headline ones."),
               ) -> None:
-    """With card paths: a leaderboard of them. Without: train + test the baseline on the toy data."""
+    """With card paths: a leaderboard of them. Without: run a bench job (data, train, test, report)."""
+    from visec.registry import BENCHES
     from visec.report.cards import ResultCard, find_cards, leaderboard
 
     if not cards:
-        from visec.bench import run_default_bench
-
-        paths = run_default_bench(out, seed=seed, console=console)
+        out = out or Path("runs/bench") / method
+        job = BENCHES.get(method).obj
+        kwargs = {"data": data} if data is not None else {}
+        paths = job(out, seed=seed, console=console, **kwargs)
     else:
         paths = find_cards(cards)
     full = leaderboard([ResultCard.load(p) for p in paths])

@@ -53,7 +53,7 @@ def _splice(target: np.ndarray, donor: np.ndarray, band: str, rng: np.random.Gen
     return target * (1 - mask) + patch * mask, mask
 
 
-def make_toy_dataset(out: str | Path, *, seed: int = 0, size: int = 64, per_source: int = 2,
+def make_toy_dataset(out: str | Path, *, seed: int = 0, size: int = 32, per_source: int = 2,
                      sources: int = 100) -> Path:
     """Write PNGs and ``manifest.jsonl`` under ``out``; return the manifest path. Deterministic in ``seed``."""
     out = Path(out)
