@@ -94,7 +94,7 @@ class SafetensorsCheckpoint(Callback):
             self.best_epoch = trainer.current_epoch
             if trainer.is_global_zero:
                 save_checkpoint(pl_module.net, self.run_dir / BEST, self._meta(trainer, metrics))
-        trainer.save_checkpoint(self.run_dir / STATE)
+        trainer.save_checkpoint(self.run_dir / STATE, weights_only=False)  # full state, for resume
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_score": self.best_score, "best_epoch": self.best_epoch}
