@@ -18,6 +18,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                   help="visec: train, evaluate, compare and attack visual-security methods.")
 data_app = typer.Typer(no_args_is_help=True, help="Build and inspect dataset manifests.")
 app.add_typer(data_app, name="data")
+from visec.identity.cli import tit_app  # noqa: E402  (typer and rich only; no torch)
+
+app.add_typer(tit_app, name="tit")
 # Piped output (logs, CI, tests) gets wide lines instead of wrapped table cells.
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
@@ -220,9 +223,10 @@ def bench_cmd(cards: Optional[list[Path]] = typer.Argument(None, help="Card file
     board = full if all_columns else full[[c for c in HEADLINE if c in full.columns]]
     table = Table(title=f"leaderboard ({len(paths)} card(s))", title_justify="left")
     for col in board.columns:
-        table.add_column(col, no_wrap=True)
+        table.add_column(SHORT_HEADERS.get(col, col), no_wrap=True)
     for row in board.itertuples(index=False):
-        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else _short(str(v)) for v in row])
+        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else _short(str(v)) if col == "test_data" else str(v)
+                        for col, v in zip(board.columns, row)])
     console.print(table)
     if not cards:
         full.to_csv(out / "leaderboard.csv", index=False)
@@ -230,7 +234,13 @@ def bench_cmd(cards: Optional[list[Path]] = typer.Argument(None, help="Card file
 
 
 HEADLINE = ("method", "test_data", "protocol", "seed", "selection", "frame/auc", "frame/eer", "frame/acc",
-            "video/auc", "video/eer", "video/acc")
+            "video/auc", "video/eer", "video/acc", "trace/top1_accuracy", "trace/false_identification_rate",
+            "trace/rejection_rate", "trace/mean_attributes_used", "trace/mean_final_entropy")
+
+
+SHORT_HEADERS = {"trace/top1_accuracy": "top1_acc", "trace/false_identification_rate": "false_id_rate",
+                 "trace/rejection_rate": "reject_rate", "trace/mean_attributes_used": "attrs_used",
+                 "trace/mean_final_entropy": "final_bits"}
 
 
 def _short(text: str) -> str:
