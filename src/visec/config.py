@@ -26,7 +26,9 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Which manifest to read and how samples become tensors."""
 
-    manifest: Path | None = None  # JSON Lines manifest; None = the embedded default data
+    manifest: Path | None = None  # JSON Lines manifest (face methods)
+    dataset: str | None = None  # a built-in non-manifest dataset of the method (e.g. digits, cifar10)
+    root: Path | None = None  # where that dataset's files are (e.g. the CIFAR python-pickle folder)
     image_size: int = Field(64, ge=8, le=1024)
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int | None = Field(None, ge=1)
@@ -37,6 +39,7 @@ class DataConfig(_Strict):
     train_split: str = "train"
     val_split: str | None = "val"
     test_split: str = "test"
+    val_fraction: float = Field(0.1, ge=0, lt=1)  # held out of train when a dataset has no val split
 
 
 class TrainConfig(_Strict):

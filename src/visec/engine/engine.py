@@ -20,12 +20,11 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from visec.config import RunConfig, load_config
+from visec.config import DataConfig, RunConfig, load_config
 from visec.data.datamodule import FaceDataModule
 from visec.data.manifest import read_manifest
 from visec.engine.checkpoint import (load_into, load_state_dict_file, read_sidecar,
                                      save_checkpoint)
-from visec.engine.module import BinaryDetector
 from visec.errors import CheckpointError, ConfigError
 from visec.registry import METHODS
 from visec.report.cards import ResultCard, code_version
@@ -48,9 +47,20 @@ warnings.filterwarnings("ignore", message=r".*it is recommended to use `Trainer\
 BEST, LAST, STATE = "best.safetensors", "last.safetensors", "last.ckpt"
 
 
-def build_module(cfg: RunConfig) -> BinaryDetector:
-    """Instantiate the registered method for ``cfg`` (random or local backbone weights)."""
+def build_module(cfg: RunConfig) -> L.LightningModule:
+    """Instantiate the registered method for ``cfg`` (random or local backbone weights).
+
+    Every method's LightningModule keeps its pure ``nn.Module`` as ``.net`` (what checkpoints hold)
+    and, after ``trainer.test``, a ``test_results`` dict with ``metrics`` and optionally ``scores``.
+    """
     return METHODS.get(cfg.method).obj(cfg.method_params(), cfg.train)
+
+
+def build_datamodule(cfg: RunConfig, data: DataConfig | None = None) -> L.LightningDataModule:
+    """The method's data module (``datamodule`` in its registry entry), by default the face manifest one."""
+    factory = METHODS.get(cfg.method).meta.get("datamodule")
+    data = data or cfg.data
+    return factory(data, cfg.train, cfg.method_params()) if factory else FaceDataModule(data, cfg.train)
 
 
 class SafetensorsCheckpoint(Callback):
@@ -70,7 +80,7 @@ class SafetensorsCheckpoint(Callback):
                 "global_step": trainer.global_step, "selection": self.cfg.train.select_on,
                 "metrics": metrics, "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: BinaryDetector) -> None:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
@@ -132,6 +142,9 @@ class Engine:
             default_root_dir=str(self.run_dir), enable_checkpointing=False, logger=False,
             enable_progress_bar=self.progress, enable_model_summary=False, num_sanity_val_steps=0,
             callbacks=callbacks or [], log_every_n_steps=1,
+            # no_grad instead of inference_mode for evaluation, so methods may run gradient-based
+            # attacks inside validation/test steps (under torch.enable_grad()).
+            inference_mode=False,
         )
         if t.limit_train_batches is not None:
             kwargs["limit_train_batches"] = t.limit_train_batches
@@ -156,8 +169,8 @@ class Engine:
         L.seed_everything(self.cfg.train.seed, workers=True, verbose=False)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.cfg.save(self.run_dir / CONFIG_FILE)
-        dm = FaceDataModule(self.cfg.data, self.cfg.train)
-        dm.selection_split  # validate the selection protocol before any training
+        dm = build_datamodule(self.cfg)
+        dm.selection_split  # every data module validates the selection protocol before training
         module = build_module(self.cfg)
         ckpt = SafetensorsCheckpoint(self.run_dir, self.cfg)
         from lightning.pytorch.loggers import CSVLogger
@@ -170,7 +183,7 @@ class Engine:
                 "fit_seconds": time.perf_counter() - start, "skipped": dm.skipped}
 
     # -- test --------------------------------------------------------------------------------------
-    def load_module(self, checkpoint: str | Path | None = None) -> tuple[BinaryDetector, dict[str, Any]]:
+    def load_module(self, checkpoint: str | Path | None = None) -> tuple[L.LightningModule, dict[str, Any]]:
         path = Path(checkpoint) if checkpoint else self.run_dir / BEST
         module = build_module(self.cfg)
         load_into(module.net, load_state_dict_file(path, "checkpoint"), source=str(path))
@@ -184,34 +197,34 @@ class Engine:
         data_cfg = self.cfg.data.model_copy(update={k: v for k, v in
                                                      (("manifest", Path(manifest) if manifest else None),
                                                       ("test_split", split)) if v is not None})
-        dm = FaceDataModule(data_cfg, self.cfg.train)
+        dm = build_datamodule(self.cfg, data_cfg)
         trainer = self._trainer()
         start = time.perf_counter()
         trainer.test(module, datamodule=dm, verbose=False, weights_only=True)
         seconds = time.perf_counter() - start
         res = module.test_results
-        train_data = str(self.cfg.data.manifest) if self.cfg.data.manifest else "none"
         selection = meta.get("selection", self.cfg.train.select_on)
+        skipped = getattr(dm, "skipped", {})
         notes = []
         if selection == "test":
             notes.append("model selected on the test split (train.select_on=test)")
-        if dm.skipped:
-            notes.append(f"{sum(len(v) for v in dm.skipped.values())} unreadable image(s) skipped")
+        if skipped:
+            notes.append(f"{sum(len(v) for v in skipped.values())} unreadable image(s) skipped")
+        n = len(res["scores"]) if res.get("scores") is not None else res.get("n", 0)
         card = ResultCard(
-            method=self.cfg.method, train_data=train_data, test_data=f"{data_cfg.manifest}:{data_cfg.test_split}",
-            protocol=protocol, seed=self.cfg.train.seed, metrics=res["metrics"], config=self.cfg.to_dict(),
-            timings={"test_seconds": round(seconds, 3),
-                     "images_per_second": round(len(res["labels"]) / max(seconds, 1e-9), 2)},
+            method=self.cfg.method, train_data=_data_name(self.cfg.data),
+            test_data=f"{_data_name(data_cfg)}:{data_cfg.test_split}", protocol=protocol,
+            seed=self.cfg.train.seed, metrics=res["metrics"], config=self.cfg.to_dict(),
+            timings={"test_seconds": round(seconds, 3), "images_per_second": round(n / max(seconds, 1e-9), 2)},
             selection=selection, notes=notes,
             extra={"checkpoint": str(checkpoint or self.run_dir / BEST), "epoch": meta.get("epoch"),
-                   "skipped": {k: [list(x) for x in v] for k, v in dm.skipped.items()}},
+                   "skipped": {k: [list(x) for x in v] for k, v in skipped.items()}},
         )
         if not trainer.is_global_zero:  # under DDP every rank holds the gathered results; one writes
             return card
         card.save(self.run_dir / "cards")
-        pd.DataFrame({"path": dm.dataset(data_cfg.test_split).df["path"].to_numpy()[res["index"]],
-                      "video_id": res["video_ids"], "label": res["labels"], "prob": res["probs"]}
-                     ).to_csv(self.run_dir / "cards" / f"{card.slug()}.scores.csv", index=False)
+        if res.get("scores") is not None:
+            res["scores"].to_csv(self.run_dir / "cards" / f"{card.slug()}.scores.csv", index=False)
         return card
 
     # -- predict -----------------------------------------------------------------------------------
@@ -230,3 +243,7 @@ class Engine:
         df = dm.dataset("test").df.iloc[index]
         return pd.DataFrame({"path": df["path"].to_numpy(), "video_id": df["video_id"].to_numpy(),
                              "label": df["label"].to_numpy(), "prob": probs})
+
+
+def _data_name(data: DataConfig) -> str:
+    return str(data.manifest or data.dataset or "none")

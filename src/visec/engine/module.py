@@ -90,15 +90,19 @@ class BinaryDetector(L.LightningModule):
                 data["prob"].cpu().numpy()[first].astype(np.float64))
 
     def _evaluate(self, loader_split: str, n_bootstrap: int) -> dict[str, Any]:
+        """Metrics plus a per-image score table (``path, video_id, label, prob``)."""
+        import pandas as pd
+
         from visec.metrics import binary_metrics
 
         index, labels, probs = self._gathered()
-        dataset = self.trainer.datamodule.dataset(loader_split)
-        video_ids = dataset.df["video_id"].to_numpy()[index]
+        df = self.trainer.datamodule.dataset(loader_split).df.iloc[index]
+        video_ids = df["video_id"].to_numpy()
         metrics = binary_metrics(labels, probs, video_ids, n_bootstrap=n_bootstrap,
                                  seed=self.train_cfg.seed)
-        return {"metrics": metrics, "index": index, "labels": labels, "probs": probs,
-                "video_ids": video_ids}
+        scores = pd.DataFrame({"path": df["path"].to_numpy(), "video_id": video_ids, "label": labels,
+                               "prob": probs})
+        return {"metrics": metrics, "scores": scores}
 
     def on_validation_epoch_end(self) -> None:
         if not self._eval:
