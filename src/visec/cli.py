@@ -79,7 +79,8 @@ def data_build(dataset: str = typer.Argument(..., help="Layout name (see `visec 
     from visec.data.builders import build_manifest
     from visec.data.manifest import read_manifest
 
-    path = build_manifest(dataset, root, out, **parse_overrides(option))
+    with err_console.status(f"building the {dataset} manifest (walking and hashing files) ..."):
+        path = build_manifest(dataset, root, out, **parse_overrides(option))
     m = read_manifest(path, check_files=False)
     console.print(m.counts())
     console.print(f"manifest: {path} ({len(m)} rows)")

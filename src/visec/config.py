@@ -51,7 +51,9 @@ class TrainConfig(_Strict):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
-    scheduler: Literal["none", "cosine", "step"] = "cosine"
+    scheduler: Literal["none", "cosine", "step", "multistep"] = "cosine"
+    milestones: list[int] = Field(default_factory=list)  # epochs where "multistep" multiplies lr by gamma
+    gamma: float = Field(0.1, gt=0)
     accelerator: str = "auto"
     devices: int | str = "auto"
     num_nodes: int = Field(1, ge=1)

@@ -19,6 +19,26 @@ from visec.config import TrainConfig
 from visec.errors import MetricError
 
 
+def configure_optimizers(module: nn.Module, cfg: TrainConfig) -> Any:
+    """Optimiser and epoch-wise LR schedule from a :class:`TrainConfig` (shared by every method)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.scheduler == "none":
+        return opt
+    if cfg.scheduler == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.max_epochs)
+    elif cfg.scheduler == "multistep":
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg.milestones, gamma=cfg.gamma)
+    else:
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.max_epochs // 3), gamma=cfg.gamma)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
 class BinaryDetector(L.LightningModule):
     """``forward(images in [0,1]) -> logits (B,)``; probability of fake = ``sigmoid(logit)``."""
 
@@ -48,21 +68,7 @@ class BinaryDetector(L.LightningModule):
         return losses["loss"]
 
     def configure_optimizers(self) -> Any:
-        cfg = self.train_cfg
-        params = [p for p in self.parameters() if p.requires_grad]
-        if cfg.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        elif cfg.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        else:
-            opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        if cfg.scheduler == "none":
-            return opt
-        if cfg.scheduler == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.max_epochs)
-        else:
-            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.max_epochs // 3), gamma=0.1)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        return configure_optimizers(self, self.train_cfg)
 
     # -- evaluation ----------------------------------------------------------------------------
     def _collect(self, batch: dict[str, Any]) -> None:
