@@ -200,6 +200,35 @@ def predict_cmd(run: Path = typer.Argument(..., help="A run folder."),
     console.print(f"{len(df)} predictions -> {out}")
 
 
+# -- attack ------------------------------------------------------------------------------------------
+@app.command("attack")
+def attack_cmd(method: str = typer.Option(..., "--method", help="A registered attack (see `visec list attacks`) or 'suite'."),
+               model: Path = typer.Option(..., "--model", help="A run folder (uses its best checkpoint)."),
+               checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A specific .safetensors file."),
+               data: Optional[Path] = typer.Option(None, "--data", help="Another manifest (default: the run's)."),
+               split: Optional[str] = typer.Option(None, "--split", help="Split to attack (default: test)."),
+               eps: str = typer.Option("8/255", "--eps", help="Budget: a number or a fraction like 8/255."),
+               steps: Optional[int] = typer.Option(None, "--steps", help="Attack iterations (default: the attack's)."),
+               alpha: Optional[str] = typer.Option(None, "--alpha", help="Step size (number or fraction)."),
+               norm: Optional[str] = typer.Option(None, "--norm", help="Linf, L2 or unbounded (default: the attack's)."),
+               max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Attack only the first N samples."),
+               out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN_DIR/attacks)."),
+               surrogate: Optional[Path] = typer.Option(None, "--surrogate", help="Run folder of a surrogate model (transfer)."),
+               device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default cpu)."),
+               seed: int = typer.Option(0, "--seed"),
+               ) -> None:
+    """Attack a trained run: clean, robust and worst-case accuracy, mean perturbation norms, a result card."""
+    from visec.attacks.runner import run_attack
+
+    report, card, path = run_attack(model, method, checkpoint=checkpoint, data=data, split=split, eps=eps,
+                                    steps=steps, alpha=alpha, norm=norm, max_samples=max_samples, out=out,
+                                    device=device, seed=seed, surrogate=surrogate)
+    console.print(report.summary(), highlight=False)
+    for note in card.notes:
+        err_console.print(f"[yellow]note: {note}[/yellow]", highlight=False)
+    console.print(f"card: {path}", highlight=False)
+
+
 # -- bench -------------------------------------------------------------------------------------------
 @app.command("bench")
 def bench_cmd(cards: Optional[list[Path]] = typer.Argument(None, help="Card files or folders to tabulate."),

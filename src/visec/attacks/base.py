@@ -13,6 +13,9 @@ Conventions (the same for every attack):
 * the model's train/eval mode (and ``requires_grad`` of its parameters) is restored afterwards;
   attacks run the model in eval mode unless ``model_mode="train"`` is asked for;
 * randomness (random starts) comes from a seeded generator, so an attack is reproducible.
+
+Logits may be multi-class ``(B, K)`` or a binary detector's single logit ``(B,)`` / ``(B, 1)``
+(``logit > 0`` means class 1); the losses and success checks here handle all three.
 """
 
 from __future__ import annotations
@@ -40,17 +43,44 @@ def default_logits(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
+def binary_logit(logits: torch.Tensor) -> torch.Tensor:
+    """A binary detector's ``(B, 1)`` logit as ``(B,)``; anything else unchanged."""
+    return logits.squeeze(1) if logits.ndim == 2 and logits.shape[1] == 1 else logits
+
+
+def is_binary(logits: torch.Tensor) -> bool:
+    """True for a single-logit binary output ``(B,)`` or ``(B, 1)``."""
+    return binary_logit(logits).ndim == 1
+
+
+def num_classes(logits: torch.Tensor) -> int:
+    """Classes the logits decide between (2 for a single binary logit)."""
+    return 2 if is_binary(logits) else int(logits.shape[1])
+
+
+def predict_labels(logits: torch.Tensor) -> torch.Tensor:
+    """Predicted class per sample: ``argmax`` for ``(B, K)``, ``logit > 0`` for a binary logit."""
+    logits = binary_logit(logits)
+    return (logits > 0).long() if logits.ndim == 1 else logits.argmax(1)
+
+
 def cross_entropy(output: Any, y: torch.Tensor) -> torch.Tensor:
-    """Per-sample cross-entropy on the final logits (binary logits ``(B,)`` use BCE)."""
-    logits = default_logits(output)
+    """Per-sample cross-entropy on the final logits (binary logits ``(B,)``/``(B, 1)`` use BCE)."""
+    logits = binary_logit(default_logits(output))
     if logits.ndim == 1:
         return F.binary_cross_entropy_with_logits(logits, y.float(), reduction="none")
     return F.cross_entropy(logits, y, reduction="none")
 
 
 def margin_loss(output: Any, y: torch.Tensor) -> torch.Tensor:
-    """CW margin: ``max_{k != y} z_k - z_y`` per sample (larger = more wrong)."""
-    z = default_logits(output)
+    """CW margin: ``max_{k != y} z_k - z_y`` per sample (larger = more wrong).
+
+    A binary logit ``z`` is read as the two logits ``[0, z]``: the margin is ``z`` for ``y = 0``
+    and ``-z`` for ``y = 1``.
+    """
+    z = binary_logit(default_logits(output))
+    if z.ndim == 1:
+        return z * (1 - 2 * y.to(z.dtype))
     true = z.gather(1, y[:, None]).squeeze(1)
     other = z.masked_fill(F.one_hot(y, z.shape[1]).bool(), float("-inf")).amax(1)
     return other - true
@@ -78,6 +108,12 @@ class Attack(ABC):
 
     name = "attack"
     norms: tuple[str, ...] = ("Linf", "L2")
+    #: what the attack needs of the model: "white-box" (gradients), "black-box" (scores only) or
+    #: "transfer" (gradients of another, surrogate model); the masking checks compare them.
+    access: str = "white-box"
+    #: fewest classes the attack's loss is defined for (DLR needs 3, targeted DLR 4).
+    min_classes: int = 2
+    supports_targeted: bool = True
 
     def __init__(self, model: nn.Module, *, norm: Norm = "Linf", eps: float = 8 / 255,
                  targeted: bool = False, loss_fn: LossFn | None = None,
@@ -89,6 +125,10 @@ class Attack(ABC):
             raise AttackError(f"{self.name}: eps must be >= 0, got {eps}")
         if model_mode not in ("eval", "train"):
             raise AttackError(f"{self.name}: model_mode must be 'eval' or 'train'")
+        if targeted and not self.supports_targeted:
+            raise AttackError(f"{self.name}: has no targeted mode")
+        if not isinstance(model, nn.Module):
+            raise AttackError(f"{self.name}: model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.norm: Norm = norm
         self.eps = float(eps) if norm != "unbounded" else float("inf")
@@ -127,6 +167,11 @@ class Attack(ABC):
         (grad,) = torch.autograd.grad(obj.sum(), x)
         return grad.detach(), obj.detach()
 
+    def is_success(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample success for already computed logits (see :meth:`success`)."""
+        pred = predict_labels(logits)
+        return pred == y if self.targeted else pred != y
+
     def clip(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
         """Back into the ``eps`` ball around ``x`` and into [0, 1]."""
         return (x + project(x_adv - x, self.norm, self.eps)).clamp(0.0, 1.0)
@@ -135,8 +180,7 @@ class Attack(ABC):
         """Per-sample success: misclassified (untargeted) or classified as the target (targeted)."""
         with torch.no_grad(), self._model_state():
             logits = self.logits_fn(self.model(x_adv))
-        pred = (logits > 0).long() if logits.ndim == 1 else logits.argmax(1)
-        return pred == y if self.targeted else pred != y
+        return self.is_success(logits, y)
 
     def _check_inputs(self, x: torch.Tensor, y: torch.Tensor) -> None:
         if not torch.is_floating_point(x):
@@ -163,6 +207,22 @@ class Attack(ABC):
             self.model.train(was_training)
             for p, flag in zip(self.model.parameters(), flags):
                 p.requires_grad_(flag)
+
+    def config(self) -> dict[str, Any]:
+        """The attack's settings as plain values (for result cards)."""
+        skip = {"model", "logits_fn", "loss_fn", "_generator"}
+        cfg: dict[str, Any] = {"attack": self.name, "class": type(self).__name__, "access": self.access,
+                               "loss": getattr(self.loss_fn, "__name__", type(self.loss_fn).__name__)}
+        for key, val in vars(self).items():
+            if key in skip or key.startswith("_"):
+                continue
+            if isinstance(val, (bool, int, float, str)) or val is None:
+                cfg[key] = val
+            elif isinstance(val, (tuple, list)) and all(isinstance(v, (bool, int, float, str)) for v in val):
+                cfg[key] = list(val)
+        if cfg.get("eps") == float("inf"):
+            cfg["eps"] = None
+        return cfg
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(norm={self.norm}, eps={self.eps:.5g}, targeted={self.targeted}, "

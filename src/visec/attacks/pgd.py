@@ -72,6 +72,7 @@ class FGSM(PGD):
 
     name = "fgsm"
     norms = ("Linf",)
+    ignored_params = ("alpha", "steps")  # fixed by the method: one step of size eps
 
     def __init__(self, model, *, eps: float = 8 / 255, random_start: RandomStart = "none", **kwargs) -> None:
         kwargs.pop("alpha", None)

@@ -1,0 +1,102 @@
+"""What ``visec attack`` does: load a run's model, attack its test split, write a result card."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import nn
+
+from visec.attacks.base import AttackError
+from visec.attacks.evaluate import (SUITE_NAMES, RobustReport, attack_params, build_attack, robust_evaluate,
+                                    standard_suite)
+
+
+def parse_eps(text: str | float) -> float:
+    """``"8/255"``, ``"0.5"`` or a number -> a finite float >= 0 (one-line :class:`AttackError` otherwise)."""
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        try:
+            value = float(Fraction(str(text).strip()))
+        except (ValueError, ZeroDivisionError):
+            raise AttackError(f"eps must be a number or a fraction like 8/255, got '{text}'") from None
+    if not math.isfinite(value) or value < 0:
+        raise AttackError(f"eps must be finite and >= 0, got '{text}'")
+    return value
+
+
+def model_of(module: nn.Module) -> nn.Module:
+    """The pure network of a method's LightningModule (``.net``), or the module itself."""
+    net = getattr(module, "net", None)
+    return net if isinstance(net, nn.Module) else module
+
+
+def run_attack(run_dir: str | Path, method: str = "pgd", *, checkpoint: str | Path | None = None,
+               data: str | Path | None = None, split: str | None = None, eps: str | float = "8/255",
+               steps: int | None = None, alpha: str | float | None = None, norm: str | None = None,
+               max_samples: int | None = None, out: str | Path | None = None, device: str | None = None,
+               seed: int = 0, surrogate: str | Path | None = None,
+               progress: Callable[[int], None] | None = None) -> tuple[RobustReport, Any, Path]:
+    """Attack a trained run's test split with ``method`` (a registered attack or ``suite``).
+
+    Returns ``(report, card, card_path)``; the card goes to ``OUT/cards`` (default
+    ``RUN_DIR/attacks/cards``) with a per-sample CSV beside it.
+    """
+    from visec.engine.engine import BEST, Engine, build_datamodule
+
+    run_dir = Path(run_dir)
+    eps_value = parse_eps(eps)
+    alpha_value = parse_eps(alpha) if alpha is not None else None
+    engine = Engine.from_run(run_dir)
+    module, meta = engine.load_module(checkpoint)
+    model = model_of(module).eval()
+    updates = {k: v for k, v in (("manifest", Path(data) if data else None), ("test_split", split)) if v is not None}
+    data_cfg = engine.cfg.data.model_copy(update=updates)
+    dm = build_datamodule(engine.cfg, data_cfg)
+    if hasattr(dm, "setup"):
+        dm.setup("test")
+    loader = dm.test_dataloader()
+
+    if method in SUITE_NAMES:
+        for name, val in (("alpha", alpha), ("surrogate", surrogate)):
+            if val is not None:
+                raise AttackError(f"--{name} does not apply to the standard suite")
+        if norm not in (None, "Linf", "L2"):
+            raise AttackError(f"the standard suite takes norm Linf or L2, got '{norm}'")
+        attacks = standard_suite(model, eps=eps_value, norm=norm or "Linf", steps=steps or 20, seed=seed,
+                                 apgd_steps=steps or 100)
+        label = "suite"
+    else:
+        extra: dict[str, Any] = {}
+        if surrogate is not None:
+            sur_engine = Engine.from_run(surrogate)
+            extra["surrogate"] = model_of(sur_engine.load_module()[0]).eval()
+        from visec.registry import ATTACKS
+
+        cls = ATTACKS.get(method).obj
+        name = method
+        if steps is not None and "steps" in attack_params(cls):  # pgd -> pgd20, cw_l2 -> cw_l2_20
+            name = f"{method}_{steps}" if method[-1].isdigit() else f"{method}{steps}"
+        attacks = {name: build_attack(method, model, eps=eps_value, norm=norm, steps=steps, alpha=alpha_value,
+                                      seed=seed, **extra)}
+        label = name
+    report = robust_evaluate(model, loader, attacks, device=device, max_samples=max_samples, seed=seed,
+                             progress=progress)
+    data_name = str(data_cfg.manifest or data_cfg.dataset or "none")
+    threat = next(iter(attacks.values()))
+    eps_text = str(eps).replace("/", "-") if threat.norm != "unbounded" else "min-norm"
+    card = report.to_card(
+        method=engine.cfg.method, data=f"{data_name}:{data_cfg.test_split}",
+        train_data=str(engine.cfg.data.manifest or engine.cfg.data.dataset or "none"),
+        protocol=f"attack-{label}-{threat.norm}-{eps_text}", seed=seed, config=engine.cfg.to_dict(),
+        selection=meta.get("selection", engine.cfg.train.select_on),
+        extra={"run_dir": str(run_dir), "checkpoint": str(checkpoint or run_dir / BEST), "epoch": meta.get("epoch"),
+               "attack_method": method, "max_samples": max_samples},
+    )
+    out_dir = Path(out) if out is not None else run_dir / "attacks"
+    path = card.save(out_dir / "cards")
+    report.per_sample().to_csv(path.with_name(path.name.replace(".card.json", ".per_sample.csv")), index=False)
+    return report, card, path
