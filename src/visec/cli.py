@@ -265,7 +265,8 @@ def bench_cmd(cards: Optional[list[Path]] = typer.Argument(None, help="Card file
 
 HEADLINE = ("method", "test_data", "protocol", "seed", "selection", "frame/auc", "frame/eer", "frame/acc",
             "video/auc", "video/eer", "video/acc", "trace/top1_accuracy", "trace/false_identification_rate",
-            "trace/rejection_rate", "trace/mean_attributes_used", "trace/mean_final_entropy")
+            "trace/rejection_rate", "trace/mean_attributes_used", "trace/mean_final_entropy",
+            "robust/clean_acc", "robust/fgsm_acc", "robust/pgd20_acc", "robust/worst_case_acc")
 
 
 SHORT_HEADERS = {"trace/top1_accuracy": "top1_acc", "trace/false_identification_rate": "false_id_rate",

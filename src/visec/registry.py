@@ -106,7 +106,7 @@ BACKBONES = Registry("backbone", ("visec.models.backbones",))
 DATASETS = Registry("dataset", ("visec.data.builders",))
 DETECTORS = Registry("face detector", ("visec.preprocess.detect",))
 ATTACKS = Registry("attack", ("visec.attacks",))
-BENCHES = Registry("bench job", ("visec.bench", "visec.identity.bench"))
+BENCHES = Registry("bench job", ("visec.bench", "visec.identity.bench", "visec.methods.ancra.bench"))
 
 REGISTRIES = {"methods": METHODS, "backbones": BACKBONES, "datasets": DATASETS,
               "face-detectors": DETECTORS, "attacks": ATTACKS,

@@ -196,7 +196,8 @@ class Attack(ABC):
 
     @contextmanager
     def _model_state(self) -> Iterator[None]:
-        was_training = self.model.training
+        # every sub-module's own flag: a wrapper's flag says nothing about the network it wraps
+        modes = [(m, m.training) for m in self.model.modules()]
         flags = [p.requires_grad for p in self.model.parameters()]
         try:
             self.model.train(self.model_mode == "train")
@@ -204,7 +205,8 @@ class Attack(ABC):
                 p.requires_grad_(False)
             yield
         finally:
-            self.model.train(was_training)
+            for m, mode in modes:
+                m.training = mode
             for p, flag in zip(self.model.parameters(), flags):
                 p.requires_grad_(flag)
 

@@ -212,7 +212,8 @@ class Engine:
             notes.append(f"{sum(len(v) for v in skipped.values())} unreadable image(s) skipped")
         n = len(res["scores"]) if res.get("scores") is not None else res.get("n", 0)
         card = ResultCard(
-            method=self.cfg.method, train_data=_data_name(self.cfg.data),
+            # a method may name its variant (e.g. adversarial_training/trades+ancra)
+            method=getattr(module, "card_method", self.cfg.method), train_data=_data_name(self.cfg.data),
             test_data=f"{_data_name(data_cfg)}:{data_cfg.test_split}", protocol=protocol,
             seed=self.cfg.train.seed, metrics=res["metrics"], config=self.cfg.to_dict(),
             timings={"test_seconds": round(seconds, 3), "images_per_second": round(n / max(seconds, 1e-9), 2)},

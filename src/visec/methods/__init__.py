@@ -1,3 +1,4 @@
 """Every method is one sub-package; importing it registers the method in ``visec.registry.METHODS``."""
 
 from visec.methods import classifier  # noqa: F401
+from visec.methods import ancra  # noqa: F401

@@ -439,11 +439,14 @@ def format_metrics(d: dict[str, Any]) -> str:
         if not isinstance(vals, dict):
             continue
         items = []
-        for name in _METRIC_NAMES:
+        # the classification metrics in their usual order, then any other named values (e.g. the
+        # robust accuracies of an adversarial evaluation) in the order they were recorded
+        names = [n for n in _METRIC_NAMES if n in vals] + [n for n in vals if n not in _METRIC_NAMES]
+        for name in names:
             m = vals.get(name)
-            if not isinstance(m, dict) or m.get("value") is None:
+            if not isinstance(m, dict) or m.get("value") is None or isinstance(m["value"], (list, dict, str)):
                 continue
-            text = f"{_DISPLAY[name]} {_fmt(m['value'])}"
+            text = f"{_DISPLAY.get(name, name)} {_fmt(m['value'])}"
             if m.get("ci") is not None:
                 lo, hi = m["ci"]
                 text += f" [{_fmt(lo)}, {_fmt(hi)}]"
