@@ -23,13 +23,13 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from visec.config import DataConfig, TrainConfig
+from visec.data.datamodule import SplitDataModule
 from visec.errors import ConfigError, DataError
 
 DATASETS = ("digits", "cifar10", "cifar100")
@@ -158,7 +158,7 @@ class ArrayImageDataset(Dataset):
         return {"image": img, "label": self.labels[i], "index": torch.tensor(i)}
 
 
-class ClassificationDataModule(L.LightningDataModule):
+class ClassificationDataModule(SplitDataModule):
     """Train/val/test loaders for ``data.dataset`` in digits / cifar10 / cifar100.
 
     Follows :class:`visec.data.datamodule.FaceDataModule`'s protocol: ``dataset(split)``,
@@ -166,13 +166,13 @@ class ClassificationDataModule(L.LightningDataModule):
     ``train.select_on=test`` says so), ``skipped`` (always empty: nothing is read lazily).
     """
 
+    drop_last_train = True  # a batch of one image has no negative of another class
+
     def __init__(self, data: DataConfig, train: TrainConfig, params: Any = None) -> None:
-        super().__init__()
+        super().__init__(data, train)
         if data.dataset not in DATASETS:
             raise ConfigError(f"data.dataset must be one of {', '.join(DATASETS)} for this method "
                               f"(got {data.dataset!r})")
-        self.cfg = data
-        self.train_cfg = train
         self.params = params
         self.name = data.dataset
         self.num_classes = NUM_CLASSES[self.name]
@@ -218,41 +218,10 @@ class ClassificationDataModule(L.LightningDataModule):
                                                  size=self.cfg.image_size)
         return self.splits[key]
 
-    @property
-    def skipped(self) -> dict[str, list[tuple[str, str]]]:
-        return {}
+    def has_val_split(self) -> bool:
+        return self.cfg.val_fraction > 0
 
     @property
-    def selection_split(self) -> str | None:
-        if self.train_cfg.select_on == "test":
-            return self.cfg.test_split
-        if self.train_cfg.select_on == "val":
-            if not self.cfg.val_split or self.cfg.val_fraction <= 0:
-                raise ConfigError(f"model selection on the validation split needs one: {self.name} has "
-                                  f"no val split of its own, so set data.val_fraction > 0 (held out of "
-                                  f"train) or train.select_on=last")
-            return self.cfg.val_split
-        return None
-
-    # -- loaders -------------------------------------------------------------------------------
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        ds = self.dataset(split)
-        bs = self.cfg.batch_size if train else (self.cfg.eval_batch_size or self.cfg.batch_size)
-        gen = torch.Generator().manual_seed(self.train_cfg.seed)
-        # drop a ragged last training batch: a batch of one image has no negative of another class
-        return DataLoader(ds, batch_size=bs, shuffle=train, drop_last=train and len(ds) > bs,
-                          num_workers=self.cfg.num_workers, generator=gen,
-                          persistent_workers=self.cfg.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.cfg.train_split, True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        split = self.selection_split
-        return self._loader(split, False) if split else []
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.cfg.test_split, False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.cfg.test_split, False)
+    def no_val_message(self) -> str:
+        return (f"model selection on the validation split needs one: {self.name} has no val split of "
+                f"its own, so set data.val_fraction > 0 (held out of train) or train.select_on=last")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from visec.config import DataConfig, TrainConfig
 from visec.data.images import load_rgb, scan_images
 from visec.data.manifest import Manifest, read_manifest
-from visec.errors import DataError, ManifestError
+from visec.errors import ConfigError, DataError, ManifestError, VisecError
 
 
 def to_tensor(rgb: np.ndarray, size: int) -> torch.Tensor:
@@ -75,17 +76,82 @@ class SplitInfo:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-class FaceDataModule(L.LightningDataModule):
+class SplitDataModule(L.LightningDataModule, ABC):
+    """What every visec data module shares: seeded loaders per split and the selection protocol.
+
+    Subclasses provide ``dataset(split)`` and ``has_val_split()``; model selection runs on the
+    validation split (``train.select_on=val``), on the test split only when ``train.select_on=test``
+    says so, or nowhere (``last``).
+    """
+
+    drop_last_train = False  # whether a ragged last training batch is dropped
+
+    def __init__(self, data: DataConfig, train: TrainConfig) -> None:
+        super().__init__()
+        self.cfg = data
+        self.train_cfg = train
+
+    @abstractmethod
+    def dataset(self, split: str) -> Dataset:
+        """The dataset of one split (built once, then cached)."""
+
+    @abstractmethod
+    def has_val_split(self) -> bool:
+        """Whether a validation split exists to select on."""
+
+    no_val_message = "model selection on the validation split needs a val split; set train.select_on=last"
+    no_val_error: type[VisecError] = ConfigError
+
+    @property
+    def skipped(self) -> dict[str, list[tuple[str, str]]]:
+        return {}
+
+    @property
+    def selection_split(self) -> str | None:
+        if self.train_cfg.select_on == "test":
+            return self.cfg.test_split
+        if self.train_cfg.select_on == "val":
+            if not self.cfg.val_split or not self.has_val_split():
+                raise self.no_val_error(self.no_val_message)
+            return self.cfg.val_split
+        return None
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        ds = self.dataset(split)
+        bs = self.cfg.batch_size if train else (self.cfg.eval_batch_size or self.cfg.batch_size)
+        gen = torch.Generator().manual_seed(self.train_cfg.seed)
+        return DataLoader(ds, batch_size=bs, shuffle=train,
+                          drop_last=self.drop_last_train and train and len(ds) > bs,
+                          num_workers=self.cfg.num_workers, generator=gen,
+                          persistent_workers=self.cfg.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.cfg.train_split, True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        split = self.selection_split
+        return self._loader(split, False) if split else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.cfg.test_split, False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.cfg.test_split, False)
+
+
+class FaceDataModule(SplitDataModule):
     """Reads the manifest once, checks every image once, and serves train/val/test/predict loaders.
 
     Unreadable images are skipped and *reported* (``skipped``: path and reason per split) when
     ``data.on_bad_image`` is ``skip``; with ``error`` the first one stops the run.
     """
 
+    no_val_message = ("model selection on the validation split needs a 'val' split in the manifest; "
+                      "add one or set train.select_on=last")
+    no_val_error = ManifestError
+
     def __init__(self, data: DataConfig, train: TrainConfig, manifest: Manifest | None = None) -> None:
-        super().__init__()
-        self.cfg = data
-        self.train_cfg = train
+        super().__init__(data, train)
         self._manifest = manifest
         self.splits: dict[str, FaceDataset] = {}
         self.info: dict[str, SplitInfo] = {}
@@ -127,33 +193,5 @@ class FaceDataModule(L.LightningDataModule):
     def skipped(self) -> dict[str, list[tuple[str, str]]]:
         return {k: v.skipped for k, v in self.info.items() if v.skipped}
 
-    @property
-    def selection_split(self) -> str | None:
-        if self.train_cfg.select_on == "test":
-            return self.cfg.test_split
-        if self.train_cfg.select_on == "val":
-            if not self.cfg.val_split or self.cfg.val_split not in set(self.manifest.df["split"]):
-                raise ManifestError("model selection on the validation split needs a 'val' split in "
-                                    "the manifest; add one or set train.select_on=last")
-            return self.cfg.val_split
-        return None
-
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        bs = self.cfg.batch_size if train else (self.cfg.eval_batch_size or self.cfg.batch_size)
-        gen = torch.Generator().manual_seed(self.train_cfg.seed)
-        return DataLoader(self.dataset(split), batch_size=bs, shuffle=train, drop_last=False,
-                          num_workers=self.cfg.num_workers, generator=gen,
-                          persistent_workers=self.cfg.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.cfg.train_split, True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        split = self.selection_split
-        return self._loader(split, False) if split else []
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.cfg.test_split, False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.cfg.test_split, False)
+    def has_val_split(self) -> bool:
+        return self.cfg.val_split in set(self.manifest.df["split"])
