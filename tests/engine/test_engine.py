@@ -77,6 +77,10 @@ def test_resume_continues_from_last_state(toy_manifest, tmp_path, trained):
     last = json.loads((engine.run_dir / "last.json").read_text())
     full = json.loads((trained[0].run_dir / "last.json").read_text())
     assert last["epoch"] == 5 and last["global_step"] == full["global_step"]
+    # the first session's logs survive the resume; the log covers all six epochs
+    assert (engine.run_dir / "logs" / "metrics.csv").is_file()
+    assert (engine.run_dir / "logs-resume1" / "metrics.csv").is_file()
+    assert sorted(resumed.training_log()["epoch"].dropna().unique()) == list(range(6))
 
 
 def test_selection_on_test_is_explicit_and_recorded(toy_manifest, tmp_path):

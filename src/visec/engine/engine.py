@@ -175,12 +175,21 @@ class Engine:
         ckpt = SafetensorsCheckpoint(self.run_dir, self.cfg)
         from lightning.pytorch.loggers import CSVLogger
 
-        trainer = self._trainer([ckpt], logger=CSVLogger(str(self.run_dir), name="", version="logs"))
+        # each fit session logs into its own folder, so resuming never overwrites earlier logs
+        version = "logs" if not resume else next(f"logs-resume{k}" for k in range(1, 10_000)
+                                                 if not (self.run_dir / f"logs-resume{k}").exists())
+        trainer = self._trainer([ckpt], logger=CSVLogger(str(self.run_dir), name="", version=version))
         start = time.perf_counter()
         trainer.fit(module, datamodule=dm, ckpt_path=str(state) if resume else None, weights_only=True)
         return {"run_dir": self.run_dir, "best": self.run_dir / BEST, "last": self.run_dir / LAST,
                 "best_epoch": ckpt.best_epoch, "best_score": ckpt.best_score,
                 "fit_seconds": time.perf_counter() - start, "skipped": dm.skipped}
+
+    def training_log(self) -> pd.DataFrame:
+        """Every logged training/validation value of the run, resumed sessions included, in order."""
+        paths = sorted(self.run_dir.glob("logs*/metrics.csv"), key=lambda p: p.stat().st_mtime)
+        frames = [pd.read_csv(p) for p in paths]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     # -- test --------------------------------------------------------------------------------------
     def load_module(self, checkpoint: str | Path | None = None) -> tuple[L.LightningModule, dict[str, Any]]:

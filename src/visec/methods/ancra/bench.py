@@ -87,7 +87,7 @@ def ancra_bench(out: str | Path, *, seed: int = 0, console: Console | None = Non
         flags[params.label] = list(r.get("gradient_masking_reasons", []))
         rows.append(row)
         engines[params.label] = engine
-        curves[params.label] = _curve(engine.run_dir)
+        curves[params.label] = _curve(engine)
         console.print("  " + "  ".join(f"{label} {r[key]['value']:.3f}" for key, label in COLUMNS.items() if key in r))
     table = pd.DataFrame(rows)
     order = ["model", "RA", *[c for c in COLUMNS.values() if c in table.columns], "masking flagged",
@@ -98,11 +98,8 @@ def ancra_bench(out: str | Path, *, seed: int = 0, console: Console | None = Non
     return paths
 
 
-def _curve(run_dir: Path) -> pd.DataFrame:
-    path = run_dir / "logs" / "metrics.csv"
-    if not path.is_file():
-        return pd.DataFrame()
-    df = pd.read_csv(path)
+def _curve(engine: Engine) -> pd.DataFrame:
+    df = engine.training_log()
     cols = [c for c in ("val/clean_acc", "val/robust_acc") if c in df.columns]
     return df.dropna(subset=cols)[["epoch", *cols]] if cols else pd.DataFrame()
 
