@@ -200,6 +200,25 @@ def predict_cmd(run: Path = typer.Argument(..., help="A run folder."),
     console.print(f"{len(df)} predictions -> {out}")
 
 
+@app.command("detect")
+def detect_cmd(run: Path = typer.Argument(..., help="A trained face-forgery run folder."),
+               paths: list[Path] = typer.Argument(..., help="Images and/or videos to score."),
+               frames: int = typer.Option(32, "--frames", help="Evenly spaced frames per video."),
+               detector: str = typer.Option("mtcnn", "--detector", help="mtcnn, dlib or haar."),
+               size: int = typer.Option(256, "--size", help="Crop size used by `visec preprocess`."),
+               margin: float = typer.Option(0.3, "--margin", help="Crop margin used by `visec preprocess`."),
+               as_json: bool = typer.Option(False, "--json", help="Print per-frame results as JSON lines."),
+               ) -> None:
+    """Score images or videos in one call: faces are detected, aligned and scored per frame and per video."""
+    from visec.engine import Engine
+    from visec.inference import detect
+
+    engine = Engine.from_run(run)
+    for path in paths:
+        result = detect(engine, path, n_frames=frames, detector=detector, size=size, margin=margin)
+        print(json.dumps(result.to_dict())) if as_json else console.print(result.summary(), highlight=False)
+
+
 # -- attack ------------------------------------------------------------------------------------------
 @app.command("attack")
 def attack_cmd(method: str = typer.Option(..., "--method", help="A registered attack (see `visec list attacks`) or 'suite'."),
