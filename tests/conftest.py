@@ -16,3 +16,14 @@ def toy_manifest(tmp_path_factory):
     from visec.data.toy import make_toy_dataset
 
     return make_toy_dataset(tmp_path_factory.mktemp("toy"), seed=0, size=32)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: faster for tiny tensors, and steady on a busy 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

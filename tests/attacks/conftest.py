@@ -49,12 +49,9 @@ def train_tiny(k: int = 4, seed: int = 0, steps: int = 80) -> TinyCNN:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
+def _one_thread(one_torch_thread):
     """Tiny tensors: one intra-op thread is faster than two (and does not fight other processes)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -238,17 +238,6 @@ def test_unreadable_video_raises_data_error_naming_file(media, name):
 # -------------------------------------------------------------------------------- detection
 
 
-@pytest.fixture
-def one_torch_thread():
-    """MTCNN on one thread: with 2 threads on a busy 2-core machine its speed varies 30-fold."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _detector_or_skip(name: str):
     try:
         return build_detector(name)

@@ -64,14 +64,18 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def media_kind(path: str | os.PathLike) -> str | None:
+    """``image``, ``video`` or ``None`` (not a media file) from the extension."""
+    ext = Path(path).suffix.lower()
+    return "image" if ext in IMAGE_EXTS else "video" if ext in VIDEO_EXTS else None
+
+
 def media_of(path: str | os.PathLike) -> str:
     """``image`` or ``video`` from the file extension; raises for anything else."""
-    ext = Path(path).suffix.lower()
-    if ext in IMAGE_EXTS:
-        return "image"
-    if ext in VIDEO_EXTS:
-        return "video"
-    raise ManifestError(f"{path}: not an image or video file (extension '{ext}')")
+    kind = media_kind(path)
+    if kind is None:
+        raise ManifestError(f"{path}: not an image or video file (extension '{Path(path).suffix.lower()}')")
+    return kind
 
 
 def make_record(

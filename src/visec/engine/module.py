@@ -7,6 +7,7 @@ and optimiser set-up live here once.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any
 
 import lightning as L
@@ -39,8 +40,13 @@ def configure_optimizers(module: nn.Module, cfg: TrainConfig) -> Any:
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
 
-class BinaryDetector(L.LightningModule):
-    """``forward(images in [0,1]) -> logits (B,)``; probability of fake = ``sigmoid(logit)``."""
+class MethodModule(L.LightningModule):
+    """What every method's LightningModule shares.
+
+    The pure network lives in ``self.net`` (what checkpoints hold); :meth:`losses` returns all
+    training losses with ``"loss"`` the one minimised; evaluation steps :meth:`_record` tensors that
+    :meth:`_gathered` joins across DDP ranks, dropping the sampler's padding by sample index.
+    """
 
     def __init__(self, net: nn.Module, train_cfg: TrainConfig) -> None:
         super().__init__()
@@ -49,6 +55,36 @@ class BinaryDetector(L.LightningModule):
         self._eval: dict[str, list[torch.Tensor]] = {}
         self.val_results: dict[str, Any] | None = None
         self.test_results: dict[str, Any] | None = None
+
+    @abstractmethod
+    def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """All training losses; ``"loss"`` is the one to minimise."""
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        losses = self.losses(batch)
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()},
+                      prog_bar=True, on_step=False, on_epoch=True, batch_size=len(batch["label"]))
+        return losses["loss"]
+
+    def configure_optimizers(self) -> Any:
+        return configure_optimizers(self, self.train_cfg)
+
+    def _record(self, key: str, value: torch.Tensor) -> None:
+        self._eval.setdefault(key, []).append(value.detach())
+
+    def _gathered(self) -> dict[str, np.ndarray]:
+        """The recorded tensors of this evaluation as arrays, one entry per sample index."""
+        data = {k: torch.cat(v) for k, v in self._eval.items()}
+        self._eval = {}
+        if self.trainer.world_size > 1:  # DDP: gather every rank's share
+            data = {k: self.all_gather(v).reshape(-1) for k, v in data.items()}
+        arrays = {k: v.cpu().numpy() for k, v in data.items()}
+        _, first = np.unique(arrays["index"], return_index=True)
+        return {k: v[first] for k, v in arrays.items()}
+
+
+class BinaryDetector(MethodModule):
+    """``forward(images in [0,1]) -> logits (B,)``; probability of fake = ``sigmoid(logit)``."""
 
     # -- model ---------------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -60,21 +96,11 @@ class BinaryDetector(L.LightningModule):
         logits = self(batch["image"])
         return {"loss": F.binary_cross_entropy_with_logits(logits, batch["label"])}
 
-    # -- training ------------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        losses = self.losses(batch)
-        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()},
-                      prog_bar=True, on_step=False, on_epoch=True, batch_size=len(batch["label"]))
-        return losses["loss"]
-
-    def configure_optimizers(self) -> Any:
-        return configure_optimizers(self, self.train_cfg)
-
     # -- evaluation ----------------------------------------------------------------------------
     def _collect(self, batch: dict[str, Any]) -> None:
-        probs = torch.sigmoid(self(batch["image"]).float())
-        for key, val in (("prob", probs), ("label", batch["label"]), ("index", batch["index"])):
-            self._eval.setdefault(key, []).append(val.detach())
+        self._record("prob", torch.sigmoid(self(batch["image"]).float()))
+        self._record("label", batch["label"])
+        self._record("index", batch["index"])
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._collect(batch)
@@ -85,23 +111,15 @@ class BinaryDetector(L.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         return {"index": batch["index"], "prob": torch.sigmoid(self(batch["image"]).float())}
 
-    def _gathered(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        data = {k: torch.cat(v) for k, v in self._eval.items()}
-        self._eval = {}
-        if self.trainer.world_size > 1:  # DDP: gather every rank's share, drop sampler padding
-            data = {k: self.all_gather(v).reshape(-1) for k, v in data.items()}
-        index = data["index"].cpu().numpy().astype(np.int64)
-        _, first = np.unique(index, return_index=True)
-        return (index[first], data["label"].cpu().numpy()[first].astype(int),
-                data["prob"].cpu().numpy()[first].astype(np.float64))
-
     def _evaluate(self, loader_split: str, n_bootstrap: int) -> dict[str, Any]:
         """Metrics plus a per-image score table (``path, video_id, label, prob``)."""
         import pandas as pd
 
         from visec.metrics import binary_metrics
 
-        index, labels, probs = self._gathered()
+        got = self._gathered()
+        index, labels, probs = (got["index"].astype(np.int64), got["label"].astype(int),
+                                got["prob"].astype(np.float64))
         df = self.trainer.datamodule.dataset(loader_split).df.iloc[index]
         video_ids = df["video_id"].to_numpy()
         metrics = binary_metrics(labels, probs, video_ids, n_bootstrap=n_bootstrap,

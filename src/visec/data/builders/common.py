@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 
-from visec.data.manifest import IMAGE_EXTS, SPLITS, VIDEO_EXTS, make_record, seeded_split, validate
+from visec.data.manifest import SPLITS, make_record, media_kind, seeded_split, validate
 from visec.errors import ManifestError
 
 VIDEO_SUBDIRS = ("videos",)
@@ -43,16 +43,6 @@ _DIGITS = re.compile(r"\d+")
 
 
 # -- small utilities -----------------------------------------------------------------------------
-def media_kind(path: str | os.PathLike) -> str | None:
-    """``image``, ``video`` or ``None`` (not a media file) from the extension."""
-    ext = os.path.splitext(str(path))[1].lower()
-    if ext in IMAGE_EXTS:
-        return "image"
-    if ext in VIDEO_EXTS:
-        return "video"
-    return None
-
-
 def entries(folder: str | os.PathLike) -> list[os.DirEntry]:
     """The entries of ``folder`` sorted by name (deterministic across file systems)."""
     with os.scandir(folder) as it:

@@ -34,14 +34,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import lightning as L
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from visec.attacks import FGSM, PGD
 from visec.config import TrainConfig
-from visec.engine.module import configure_optimizers
+from visec.engine.module import MethodModule
 from visec.errors import ConfigError
 from visec.methods.ancra.losses import (NegativeSamplingError, anc_total, aux_ce_per_sample, ce_total,
                                         kl_to_clean_per_sample, mart_total, negative_indices,
@@ -116,14 +115,14 @@ class AncraParams(AdversarialTrainingParams):
     ancra: bool = True
 
 
-class AdversarialTrainer(L.LightningModule):
+class AdversarialTrainer(MethodModule):
     """The pure network is ``self.net`` (an :class:`RANet`; what checkpoints hold)."""
 
     def __init__(self, params: AdversarialTrainingParams, train_cfg: TrainConfig) -> None:
-        super().__init__()
+        super().__init__(build_net(params.arch, params.num_classes, ra=params.uses_ra, **params.arch_kwargs),
+                         train_cfg)
         self.params = params
-        self.train_cfg = train_cfg
-        self.net: RANet = build_net(params.arch, params.num_classes, ra=params.uses_ra, **params.arch_kwargs)
+        self.net: RANet
         seed = train_cfg.seed
         common = dict(eps=params.eps, alpha=params.alpha, steps=params.steps, random_start=params.random_start,
                       start_sigma=params.start_sigma, loss_fn=aux_ce_per_sample(params.lambda_cr))
@@ -131,11 +130,8 @@ class AdversarialTrainer(L.LightningModule):
         self.train_attack = PGD(WithAux(self.net), seed=seed, **common)
         self.negative_attack = PGD(WithAux(self.net), targeted=True, seed=seed + 1, **common)
         self._negative_gen = torch.Generator().manual_seed(seed + 2)
-        self._eval: dict[str, list[torch.Tensor]] = {}
-        self.val_results: dict[str, Any] | None = None
         # the name on result cards: the procedure, and whether ANCRA is on (e.g. "trades+ancra")
         self.card_method = f"{params.procedure}{'+ancra' if params.ancra else ''}"
-        self.test_results: dict[str, Any] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -206,15 +202,6 @@ class AdversarialTrainer(L.LightningModule):
             terms["acc_adv" if adv is not None else "acc"] = (logits.argmax(1) == y).float().mean()
         return {"loss": loss, **terms}
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        losses = self.losses(batch)
-        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=True, on_step=False,
-                      on_epoch=True, batch_size=len(batch["label"]))
-        return losses["loss"]
-
-    def configure_optimizers(self) -> Any:
-        return configure_optimizers(self, self.train_cfg)  # the engine's shared optimiser set-up
-
     # -- evaluation ----------------------------------------------------------------------------
     def test_attack_suite(self) -> dict[str, Any]:
         """The test attacks (``params.test_attacks``), all at the training threat model."""
@@ -241,18 +228,6 @@ class AdversarialTrainer(L.LightningModule):
             else:  # apgd_ce, apgd_dlr
                 out[name] = build_attack(name, self.net, eps=p.eps, seed=seed)
         return out
-
-    def _record(self, key: str, value: torch.Tensor) -> None:
-        self._eval.setdefault(key, []).append(value.detach())
-
-    def _gathered(self) -> dict[str, np.ndarray]:
-        data = {k: torch.cat(v) for k, v in self._eval.items()}
-        self._eval = {}
-        if self.trainer.world_size > 1:  # DDP: every rank's share, sampler padding dropped by index
-            data = {k: self.all_gather(v).reshape(-1) for k, v in data.items()}
-        arrays = {k: v.cpu().numpy() for k, v in data.items()}
-        _, first = np.unique(arrays["index"], return_index=True)
-        return {k: v[first] for k, v in arrays.items()}
 
     def on_validation_epoch_start(self) -> None:
         # a fresh attack (same seed) every epoch, so every epoch is scored against the same starts
