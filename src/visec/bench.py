@@ -1,85 +1,175 @@
-"""Bench jobs: what ``visec bench --method NAME`` runs (``make demo`` runs the default one).
+"""Bench jobs: what ``visec bench`` runs (``make demo`` runs the default one, ``forgery``).
 
 A bench job generates or reads its data, trains and evaluates, writes result cards and an HTML
-report into ``out``, and returns the card paths. Jobs are registered in ``BENCHES`` by name.
+report into ``out``, and returns the card paths. Jobs are registered in ``BENCHES`` by name; any
+method of the forgery-detection family can also be benched by name (``visec bench --method xception``).
+
+The forgery job runs, for each entrant (a method plus config overrides):
+
+1. **intra-dataset**: train on the train split (every manipulation family), select the checkpoint
+   on val, test on test;
+2. **robustness sweep**: the same checkpoint on the test split under JPEG 90/70/50, blur and
+   resize (:data:`visec.data.corruptions.ROBUSTNESS_SWEEP`), one card each;
+3. **leave-one-manipulation-out** (entrants with ``loo``): for each manipulation family, train and
+   select without it, test on real test images + that family only.
+
+Runs live in ``out/runs/<entrant>/<protocol>``. A finished run is not trained again and a card
+that exists is not recomputed, so an interrupted bench picks up where it stopped (a half-trained
+run resumes from its ``last.ckpt``). The report covers every card under ``out``, so benching
+another method into the same folder adds it to the same leaderboard.
 """
 
 from __future__ import annotations
 
+import json
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 from rich.console import Console
 
 from visec.config import load_config
-from visec.data.toy import make_toy_dataset
+from visec.data.corruptions import ROBUSTNESS_SWEEP
+from visec.data.manifest import read_manifest
 from visec.engine import Engine
-from visec.registry import BENCHES
-from visec.report.cards import ResultCard, leaderboard
-from visec.report.html import HtmlReport
+from visec.errors import ConfigError
+from visec.registry import BENCHES, METHODS
+from visec.report.cards import ResultCard
+
+FIT_DONE = "fit.json"
 
 
-@BENCHES.register("classifier", summary="toy face set: train the plain classifier, select on val, test, report")
-def classifier_bench(out: str | Path, *, seed: int = 0, console: Console | None = None,
-                     data: str | Path | None = None, overrides: list[str] | None = None) -> list[Path]:
-    out = Path(out)
-    console = console or Console()
-    manifest = Path(data) if data else out / "data" / "manifest.jsonl"
-    if data is None and not manifest.is_file():
-        console.print("generating the toy face set (LFW crops shipped with scikit-image) ...")
-        make_toy_dataset(out / "data", seed=seed)
-    cfg = load_config("classifier", [f"data.manifest={manifest}", f"train.seed={seed}",
-                                     f"output_dir={out}", f"name=classifier-seed{seed}", *(overrides or [])])
-    engine = Engine(cfg, progress=True)
-    resume = (engine.run_dir / "last.ckpt").is_file()
-    if resume:
-        console.print(f"resuming the run in {engine.run_dir}")
-    engine.fit(resume=resume)
-    card = engine.test()
-    from visec.metrics import format_metrics
+@dataclass(frozen=True)
+class Entrant:
+    """One model in a bench: a shipped config (``method`` or ``method/variant``), overrides, a label."""
 
-    console.print(format_metrics(card.metrics))
-    cards = sorted((engine.run_dir / "cards").glob("*.card.json"))
-    report = detector_report([ResultCard.load(p) for p in cards], engine.run_dir / "cards", manifest)
-    console.print(f"report: {report.write(out / 'report.html')}")
+    config: str
+    label: str
+    overrides: tuple[str, ...] = ()
+    loo: bool = True  # also run leave-one-manipulation-out
+    sweep: bool = True  # also run the robustness sweep
+
+
+# `visec bench` with no arguments, sized to finish in well under 10 minutes on 2 CPU cores: the
+# Xception baseline (from random weights: no ImageNet Xception ships offline) on the intra-dataset
+# protocol and the robustness sweep; MobileNetV2 from the shipped ImageNet weights on every protocol
+# (leave-one-out included: 3 more trainings that are cheap for it, about 4 minutes for Xception);
+# and the same MobileNetV2 recipe from random weights, to show what pretraining buys.
+# `visec bench --method xception` runs every protocol for Xception.
+DEFAULT_ENTRANTS = (
+    Entrant("xception", "xception", loo=False),
+    Entrant("classifier/mobilenetv2", "mobilenetv2-imagenet", ("model.weights=imagenet",)),
+    Entrant("classifier/mobilenetv2", "mobilenetv2-scratch", loo=False),
+)
+
+
+def forgery_methods() -> list[str]:
+    return [e.name for e in METHODS.entries() if e.meta.get("family") == "forgery detection"]
+
+
+def method_entrant(method: str) -> Entrant:
+    """The entrant for ``visec bench --method NAME`` (its shipped default config, every protocol)."""
+    if method not in forgery_methods():
+        from visec.registry import unknown_name
+
+        raise ConfigError(unknown_name("forgery-detection method or bench job", method,
+                                       [*forgery_methods(), *BENCHES.names()]))
+    return Entrant(method, method)
+
+
+def embedded_data(out: Path, seed: int, console: Console) -> Path:
+    from rich.progress import Progress
+
+    from visec.data.synthetic import make_synth_dataset
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("generating the embedded face-forgery data", total=None)
+        report = make_synth_dataset(out, seed=seed, progress=lambda d, t: bar.update(task, completed=d, total=t))
+    how = "cached" if report.cached else f"generated in {report.seconds:.1f} s"
+    console.print(f"data: {report.images} images ({', '.join(f'{k} {v}' for k, v in report.counts.items())}), "
+                  f"{how}: {report.manifest}")
+    return report.manifest
+
+
+@dataclass
+class _Plan:
+    entrant: Entrant
+    protocol: str
+    overrides: list[str]
+    tests: list[str | None] = field(default_factory=list)  # corruptions to test (None = clean)
+
+
+def _plans(entrants: list[Entrant], families: list[str]) -> list[_Plan]:
+    plans = []
+    for e in entrants:
+        sweep = list(ROBUSTNESS_SWEEP) if e.sweep else []
+        plans.append(_Plan(e, "intra", [], [None, *sweep]))
+        if e.loo:
+            plans += [_Plan(e, f"leave-out:{f}", [f"data.holdout={f}"], [None]) for f in families]
+    return plans
+
+
+def _run(plan: _Plan, manifest: Path, out: Path, seed: int, extra: list[str], console: Console,
+         step: str) -> list[Path]:
+    e = plan.entrant
+    run_dir = out / "runs" / e.label / plan.protocol.replace(":", "-")
+    cfg = load_config(e.config, [f"data.manifest={manifest}", f"train.seed={seed}", *e.overrides,
+                               *plan.overrides, *extra])
+    engine = Engine(cfg, run_dir, progress=True)
+    done = run_dir / FIT_DONE
+    if done.is_file() and json.loads(done.read_text()).get("config") == cfg.to_dict():
+        console.print(f"{step} {e.label} {plan.protocol}: trained already ({run_dir})")
+    else:
+        if done.is_file() or (run_dir.exists() and not (run_dir / "last.ckpt").is_file()):
+            raise ConfigError(f"{run_dir} holds a run with another config; remove it or bench into "
+                              f"another --out folder")
+        resume = (run_dir / "last.ckpt").is_file()
+        console.print(f"{step} {e.label} {plan.protocol}: {'resuming' if resume else 'training'} "
+                      f"({cfg.train.max_epochs} epochs, {cfg.data.image_size} px)")
+        fit = engine.fit(resume=resume)
+        done.write_text(json.dumps({"config": cfg.to_dict(), "best_epoch": fit["best_epoch"],
+                                    "best_score": fit["best_score"],
+                                    "fit_seconds": round(fit["fit_seconds"], 2)}, indent=2) + "\n")
+    cards = []
+    for corruption in plan.tests:
+        protocol = plan.protocol + (f"+{corruption}" if corruption else "")
+        existing = [p for p in (run_dir / "cards").glob("*.card.json") if ResultCard.load(p).protocol == protocol] \
+            if (run_dir / "cards").is_dir() else []
+        if existing:
+            cards += existing
+            continue
+        card = engine.test(protocol=protocol, corruption=corruption)
+        auc = card.metrics["frame"]["auc"]["value"]
+        console.print(f"    {protocol:<28} frame AUC {auc:.3f}")
+        cards.append(run_dir / "cards" / f"{card.slug()}.card.json")
     return cards
 
 
-def detector_report(cards: list[ResultCard], scores_dir: Path, manifest: Path) -> HtmlReport:
-    """Leaderboard, ROC curves and per-manipulation score histograms from cards and their scores."""
-    import matplotlib
+def forgery_bench(out: str | Path, *, entrants: list[Entrant] | None = None, seed: int = 0,
+                  console: Console | None = None, data: str | Path | None = None,
+                  overrides: list[str] | None = None) -> list[Path]:
+    """Run the forgery protocols for ``entrants`` (default: :data:`DEFAULT_ENTRANTS`) and write the report."""
+    from visec.report.forgery import forgery_report, summary_table
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
+    out = Path(out)
+    console = console or Console()
+    start = time.perf_counter()
+    manifest = Path(data) if data else embedded_data(out / "data", seed, console)
+    m = read_manifest(manifest)
+    families = sorted(set(m.df.loc[m.df["label"] == 1, "manipulation"]))
+    plans = _plans(list(entrants or DEFAULT_ENTRANTS), families if len(families) > 1 else [])
+    for k, plan in enumerate(plans, 1):
+        _run(plan, manifest, out, seed, list(overrides or []), console, f"[{k}/{len(plans)}]")
+    cards = sorted(out.glob("runs/*/*/cards/*.card.json"))
+    report = forgery_report(cards, manifest)
+    summary_table([ResultCard.load(p) for p in cards]).to_csv(out / "summary.csv", index=False)
+    path = report.write(out / "report.html")
+    console.print(f"done in {time.perf_counter() - start:.0f} s; report: {path}")
+    return cards
 
-    from visec.data.manifest import read_manifest
 
-    report = HtmlReport("visec bench: face-forgery detection")
-    report.text(f"Data: {manifest}. Model selection: {', '.join(sorted({c.selection for c in cards}))} split. "
-                f"Scores are probabilities of fake; intervals are {cards[0].config['train']['bootstrap']}-sample "
-                f"bootstrap 95% intervals (frame level resamples whole videos).")
-    for c in cards:
-        for note in c.notes:
-            report.note(f"{c.method}: {note}")
-    report.heading("Leaderboard")
-    report.table(leaderboard(cards).drop(columns=["train_data"], errors="ignore"))
-    manip = read_manifest(manifest, check_files=False).df.set_index("path")["manipulation"]
-    fig_roc, ax_roc = plt.subplots(figsize=(5, 5))
-    fig_hist, axes = plt.subplots(1, len(cards), figsize=(5 * len(cards), 3.5), squeeze=False)
-    for c, ax in zip(cards, axes[0]):
-        scores = pd.read_csv(scores_dir / f"{c.slug()}.scores.csv")
-        fpr, tpr, _ = roc_curve(scores["label"], scores["prob"])
-        ax_roc.plot(fpr, tpr, label=f"{c.method} (AUC {c.metrics['frame']['auc']['value']:.3f})")
-        scores["manipulation"] = scores["path"].map(manip).fillna("?")
-        for name, group in scores.groupby("manipulation"):
-            ax.hist(group["prob"], bins=np.linspace(0, 1, 21), alpha=0.55, label=f"{name} (n={len(group)})")
-        ax.set(title=c.method, xlabel="probability of fake", ylabel="images")
-        ax.legend(fontsize=8)
-    ax_roc.plot([0, 1], [0, 1], "k:", lw=1)
-    ax_roc.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (frame level)")
-    ax_roc.legend(loc="lower right", fontsize=8)
-    report.heading("ROC curves").figure(fig_roc, "frame-level ROC on the test split")
-    report.heading("Score histograms per manipulation").figure(fig_hist, "test-split scores by manipulation family")
-    return report
+@BENCHES.register("forgery", summary="default: embedded face-forgery data; Xception and MobileNetV2 "
+                  "(ImageNet vs scratch); intra, leave-one-manipulation-out, robustness sweep; HTML report")
+def default_bench(out: str | Path, *, seed: int = 0, console: Console | None = None,
+                  data: str | Path | None = None, overrides: list[str] | None = None) -> list[Path]:
+    return forgery_bench(out, seed=seed, console=console, data=data, overrides=overrides)

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from visec.errors import VisecError
+from visec.errors import ConfigError, VisecError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="visec: train, evaluate, compare and attack visual-security methods.")
@@ -97,6 +97,30 @@ def data_toy(out: Path = typer.Option(Path("data/toy"), "--out", help="Output fo
     console.print(f"manifest: {path}")
 
 
+@data_app.command("synth")
+def data_synth(out: Path = typer.Option(Path("data/synth"), "--out", help="Output folder."),
+               seed: int = typer.Option(0, "--seed"),
+               identities: int = typer.Option(500, "--identities", help="DCGAN identities (each: a real and a fake video)."),
+               frames: int = typer.Option(2, "--frames", help="Frames per video."),
+               size: int = typer.Option(64, "--size", help="Image side in pixels (the GAN faces are 64 px)."),
+               family: list[str] = typer.Option([], "--family", help="Manipulation family (repeatable; default all)."),
+               force: bool = typer.Option(False, "--force", help="Regenerate even if cached."),
+               ) -> None:
+    """Generate the embedded face-forgery dataset (GAN + public-domain faces, 3 manipulation families)."""
+    from rich.progress import Progress
+
+    from visec.data.synthetic import FAMILIES, make_synth_dataset
+
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task("generating faces", total=None)
+        report = make_synth_dataset(out, seed=seed, identities=identities, frames=frames, size=size,
+                                    families=tuple(family or FAMILIES), force=force,
+                                    progress=lambda done, total: bar.update(task, completed=done, total=total))
+    how = "cached" if report.cached else f"{report.seconds:.1f} s"
+    console.print(f"{report.images} images ({', '.join(f'{k} {v}' for k, v in report.counts.items())}; {how})")
+    console.print(f"manifest: {report.manifest} (sha256 {report.manifest_sha256[:16]})")
+
+
 @data_app.command("show")
 def data_show(manifest: Path = typer.Argument(..., help="A manifest.jsonl (or its folder).")) -> None:
     """Validate a manifest and print rows per split and manipulation."""
@@ -177,12 +201,14 @@ def test_cmd(run: Path = typer.Argument(..., help="A run folder (uses its best c
              data: Optional[Path] = typer.Option(None, "--data", help="Another manifest (cross-dataset test)."),
              split: Optional[str] = typer.Option(None, "--split", help="Split to test on (default: test)."),
              protocol: Optional[str] = typer.Option(None, "--protocol", help="Protocol name for the card."),
+             corruption: Optional[str] = typer.Option(None, "--corruption",
+                                                      help="Degrade test images first: jpeg-70, blur-1, resize-0.5, noise-4."),
              ) -> None:
     """Evaluate a trained run and write a result card (frame + video AUC/EER/AP/ACC with CIs)."""
     from visec.engine import Engine
 
     engine = Engine.from_run(run, progress=False)
-    card = engine.test(checkpoint, data, protocol or ("cross" if data else "intra"), split)
+    card = engine.test(checkpoint, data, protocol, split, corruption)
     _print_card(card)
 
 
@@ -251,24 +277,56 @@ def attack_cmd(method: str = typer.Option(..., "--method", help="A registered at
 # -- bench -------------------------------------------------------------------------------------------
 @app.command("bench")
 def bench_cmd(cards: Optional[list[Path]] = typer.Argument(None, help="Card files or folders to tabulate."),
-              method: str = typer.Option("classifier", "--method", help="Bench job to run (see `visec list bench-jobs`)."),
+              method: Optional[str] = typer.Option(None, "--method", help="A forgery-detection method (see "
+                                                   "`visec list methods`) or a bench job (`visec list bench-jobs`); "
+                                                   "default: the forgery job (Xception + MobileNetV2)."),
               data: Optional[Path] = typer.Option(None, "--data", help="A real manifest instead of the embedded data."),
-              out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/bench/METHOD)."),
+              out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/bench/forgery, "
+                                                 "or runs/bench/JOB for other jobs)."),
               seed: int = typer.Option(0, "--seed"),
+              override: list[str] = typer.Option([], "--set", help="Config override for every run, key=value "
+                                                 "(repeatable), e.g. --set train.max_epochs=1."),
               all_columns: bool = typer.Option(False, "--all-columns", help="Every metric, not just the headline ones."),
               ) -> None:
-    """With card paths: a leaderboard of them. Without: run a bench job (data, train, test, report)."""
+    """With card paths: a leaderboard of them. Without: run a bench (data, train, test, report)."""
+    from visec.bench import forgery_bench, method_entrant
     from visec.registry import BENCHES
     from visec.report.cards import ResultCard, find_cards, leaderboard
 
     if not cards:
-        out = out or Path("runs/bench") / method
-        job = BENCHES.get(method).obj
         kwargs = {"data": data} if data is not None else {}
-        paths = job(out, seed=seed, console=console, **kwargs)
+        if override:
+            kwargs["overrides"] = list(override)
+        if method is None or method in BENCHES:
+            name = method or "forgery"
+            out = out or Path("runs/bench") / name
+            job = BENCHES.get(name).obj
+            import inspect
+
+            unsupported = [k for k in kwargs if k not in inspect.signature(job).parameters]
+            if unsupported:
+                raise ConfigError(f"bench job '{name}' does not take "
+                                  f"{' or '.join('--set' if k == 'overrides' else '--' + k for k in unsupported)}")
+            paths = job(out, seed=seed, console=console, **kwargs)
+        else:  # one forgery-detection method, into the shared forgery folder (one leaderboard)
+            entrant = method_entrant(method)
+            out = out or Path("runs/bench/forgery")
+            paths = forgery_bench(out, entrants=[entrant], seed=seed, console=console, **kwargs)
     else:
         paths = find_cards(cards)
-    full = leaderboard([ResultCard.load(p) for p in paths])
+    loaded = [ResultCard.load(p) for p in paths]
+    if not cards and (method is None or method not in BENCHES):  # a forgery bench: one row per model
+        from visec.report.forgery import summary_table
+
+        summary = summary_table(loaded)
+        table = Table(title="forgery bench (frame AUC unless stated)", title_justify="left")
+        for col in summary.columns:
+            table.add_column(col, no_wrap=True)
+        for row in summary.itertuples(index=False):
+            table.add_row(*["-" if isinstance(v, float) and v != v else f"{v:.3f}" if isinstance(v, float)
+                            else str(v) for v in row])
+        console.print(table)
+    full = leaderboard(loaded)
     board = full if all_columns else full[[c for c in HEADLINE if c in full.columns]]
     table = Table(title=f"leaderboard ({len(paths)} card(s))", title_justify="left")
     for col in board.columns:
@@ -276,7 +334,8 @@ def bench_cmd(cards: Optional[list[Path]] = typer.Argument(None, help="Card file
     for row in board.itertuples(index=False):
         table.add_row(*[f"{v:.3f}" if isinstance(v, float) else _short(str(v)) if col == "test_data" else str(v)
                         for col, v in zip(board.columns, row)])
-    console.print(table)
+    if cards or (method is not None and method in BENCHES):
+        console.print(table)
     if not cards:
         full.to_csv(out / "leaderboard.csv", index=False)
         console.print(f"leaderboard: {out / 'leaderboard.csv'}")

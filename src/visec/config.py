@@ -40,6 +40,19 @@ class DataConfig(_Strict):
     val_split: str | None = "val"
     test_split: str = "test"
     val_fraction: float = Field(0.1, ge=0, lt=1)  # held out of train when a dataset has no val split
+    # leave-one-manipulation-out: this manipulation is removed from train and val, and the test
+    # split keeps only real samples and this manipulation
+    holdout: str | None = None
+    # a corruption spec (jpeg-70, blur-1, resize-0.5, noise-4) applied to evaluation images only
+    corruption: str | None = None
+
+    @model_validator(mode="after")
+    def _check_corruption(self) -> "DataConfig":
+        if self.corruption is not None:
+            from visec.data.corruptions import parse_corruption
+
+            parse_corruption(self.corruption)  # one-line error for an unknown name or bad value
+        return self
 
 
 class TrainConfig(_Strict):

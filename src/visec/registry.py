@@ -106,8 +106,9 @@ BACKBONES = Registry("backbone", ("visec.models.backbones",))
 DATASETS = Registry("dataset", ("visec.data.builders",))
 DETECTORS = Registry("face detector", ("visec.preprocess.detect",))
 ATTACKS = Registry("attack", ("visec.attacks",))
+CORRUPTIONS = Registry("corruption", ("visec.data.corruptions",))
 BENCHES = Registry("bench job", ("visec.bench", "visec.identity.bench", "visec.methods.ancra.bench"))
 
 REGISTRIES = {"methods": METHODS, "backbones": BACKBONES, "datasets": DATASETS,
-              "face-detectors": DETECTORS, "attacks": ATTACKS,
+              "face-detectors": DETECTORS, "attacks": ATTACKS, "corruptions": CORRUPTIONS,
               "bench-jobs": BENCHES}

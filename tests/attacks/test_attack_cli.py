@@ -41,7 +41,7 @@ def test_attack_writes_a_card_with_clean_and_robust_accuracy_and_mean_norm(run_d
     assert robust["pgd5_acc"]["value"] <= robust["clean_acc"]["value"]
     assert robust["pgd5_acc"]["value"] < robust["clean_acc"]["value"]  # eps 0.1 breaks some
     assert 0 < robust["pgd5_mean_linf"]["value"] <= 0.1 + 1e-6 and robust["pgd5_mean_l2"]["value"] > 0
-    assert card["method"] == "classifier" and card["protocol"] == "attack-pgd5-Linf-0.1"
+    assert card["method"] == "classifier/tiny_cnn" and card["protocol"] == "attack-pgd5-Linf-0.1"
     assert card["config"]["attacks"]["pgd5"]["alpha"] == 0.03
     assert card["extra"]["checkpoint"].endswith("best.safetensors")
     assert path.with_name(path.name.replace(".card.json", ".per_sample.csv")).is_file()

@@ -48,7 +48,7 @@ def test_test_writes_a_card_and_learns_the_toy_task(trained):
     assert lo <= auc["value"] <= hi
     assert card.metrics["video"]["n"] <= card.metrics["frame"]["n"]
     saved = sorted((engine.run_dir / "cards").glob("*.card.json"))
-    assert len(saved) >= 1 and ResultCard.load(saved[0]).method == "classifier"
+    assert len(saved) >= 1 and ResultCard.load(saved[0]).method == "classifier/tiny_cnn"
     board = leaderboard([ResultCard.load(p) for p in saved])
     assert "frame/auc" in board.columns
     scores = list((engine.run_dir / "cards").glob("*.scores.csv"))

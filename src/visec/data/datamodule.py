@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from visec.config import DataConfig, TrainConfig
+from visec.data.corruptions import parse_corruption
 from visec.data.images import load_rgb, scan_images
 from visec.data.manifest import Manifest, read_manifest
 from visec.errors import ConfigError, DataError, ManifestError, VisecError
@@ -37,7 +38,7 @@ class FaceDataset(Dataset):
     """
 
     def __init__(self, manifest: Manifest, image_size: int, train: bool = False,
-                 hflip: bool = False) -> None:
+                 hflip: bool = False, corruption: str | None = None) -> None:
         videos = manifest.df["media"].eq("video")
         if videos.any():
             raise DataError(f"{manifest.source or 'manifest'}: {int(videos.sum())} row(s) are whole "
@@ -48,12 +49,16 @@ class FaceDataset(Dataset):
         self.image_size = image_size
         self.train = train
         self.hflip = hflip and train
+        self.corruption = parse_corruption(corruption)
 
     def __len__(self) -> int:
         return len(self.df)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        img = to_tensor(load_rgb(self.root / self.df.at[i, "path"]), self.image_size)
+        rgb = load_rgb(self.root / self.df.at[i, "path"])
+        if self.corruption is not None:
+            rgb = self.corruption(rgb, i)  # seeded by the row, so a sweep repeats exactly
+        img = to_tensor(rgb, self.image_size)
         if self.hflip and torch.rand(()) < 0.5:
             img = img.flip(-1)
         return {"image": img, "label": torch.tensor(float(self.df.at[i, "label"])), "index": i}
@@ -170,7 +175,7 @@ class FaceDataModule(SplitDataModule):
             part = self.manifest.split(split)
             if len(part) == 0:
                 raise ManifestError(f"{self.manifest.source or 'manifest'}: split '{split}' is empty")
-            df = part.df
+            df = self._holdout(part.df, split)
             if self.cfg.frames_per_video:
                 df = keep_frames_per_video(df, self.cfg.frames_per_video)
             report = scan_images([part.root / p for p in df["path"]])
@@ -185,9 +190,25 @@ class FaceDataModule(SplitDataModule):
                 if len(df) == 0:
                     raise DataError(f"split '{split}': all {info.rows} image(s) are unreadable")
             self.info[split] = info
+            train = split == self.cfg.train_split
             self.splits[split] = FaceDataset(Manifest(df, part.root, part.source), self.cfg.image_size,
-                                             train=split == self.cfg.train_split, hflip=self.cfg.hflip)
+                                             train=train, hflip=self.cfg.hflip,
+                                             corruption=None if train else self.cfg.corruption)
         return self.splits[split]
+
+    def _holdout(self, df: pd.DataFrame, split: str) -> pd.DataFrame:
+        """Leave-one-manipulation-out: drop the held-out fakes from training, test on reals + them."""
+        held = self.cfg.holdout
+        if held is None:
+            return df
+        known = set(self.manifest.df.loc[self.manifest.df["label"] == 1, "manipulation"])
+        if held not in known:
+            from visec.registry import unknown_name
+
+            raise ConfigError(unknown_name("manipulation to hold out", held, known))
+        if split == self.cfg.test_split:
+            return df[(df["label"] == 0) | (df["manipulation"] == held)]
+        return df[df["manipulation"] != held]
 
     @property
     def skipped(self) -> dict[str, list[tuple[str, str]]]:

