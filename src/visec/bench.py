@@ -155,6 +155,8 @@ def forgery_bench(out: str | Path, *, entrants: list[Entrant] | None = None, see
     console = console or Console()
     start = time.perf_counter()
     manifest = Path(data) if data else embedded_data(out / "data", seed, console)
+    if manifest.is_dir():  # a dataset folder: its manifest
+        manifest = manifest / "manifest.jsonl"
     m = read_manifest(manifest)
     families = sorted(set(m.df.loc[m.df["label"] == 1, "manipulation"]))
     plans = _plans(list(entrants or DEFAULT_ENTRANTS), families if len(families) > 1 else [])

@@ -95,3 +95,20 @@ def test_ddp_on_two_cpu_processes_evaluates_each_sample_once(tmp_path, toy_manif
     metrics = json.loads(cards[0].read_text())["metrics"]
     assert metrics["frame"]["n"] == len(read_manifest(toy_manifest).split("test"))
     assert res.stdout.count("frame AUC") == 1  # rank 1 stays quiet
+
+
+def test_data_synth_generates_then_reuses(tmp_path):
+    args = ("data", "synth", "--out", str(tmp_path / "s"), "--identities", "12", "--frames", "1")
+    res = run(*args)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "28 images" in res.stdout and "manifest:" in res.stdout
+    again = run(*args)
+    assert again.returncode == 0 and "cached" in again.stdout
+    assert res.stdout.split("sha256 ")[1][:16] == again.stdout.split("sha256 ")[1][:16]
+
+
+def test_bench_names_are_checked():
+    res = run("bench", "--method", "xceptoin")
+    assert res.returncode == 2 and "did you mean 'xception'" in res.stderr
+    res = run("bench", "--method", "tit", "--set", "train.max_epochs=1")
+    assert res.returncode == 2 and "does not take --set" in res.stderr

@@ -149,9 +149,7 @@ class Engine:
         if t.limit_train_batches is not None:
             kwargs["limit_train_batches"] = t.limit_train_batches
         if self.progress:
-            from lightning.pytorch.callbacks import RichProgressBar
-
-            kwargs["callbacks"] = [*kwargs["callbacks"], RichProgressBar(leave=True)]
+            kwargs["callbacks"] = [*kwargs["callbacks"], _progress_bar()]
         kwargs.update(overrides)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
@@ -266,6 +264,19 @@ class Engine:
         df = dm.dataset("test").df.iloc[index]
         return pd.DataFrame({"path": df["path"].to_numpy(), "video_id": df["video_id"].to_numpy(),
                              "label": df["label"].to_numpy(), "prob": probs})
+
+
+def _progress_bar() -> Callback:
+    """Lightning's rich progress bar without the logger's version number (always ``logs`` here)."""
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    class Bar(RichProgressBar):
+        def get_metrics(self, trainer, pl_module):
+            items = super().get_metrics(trainer, pl_module)
+            items.pop("v_num", None)
+            return items
+
+    return Bar(leave=True)
 
 
 def _data_name(data: DataConfig) -> str:

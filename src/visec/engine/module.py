@@ -142,6 +142,7 @@ class BinaryDetector(MethodModule):
         flat.update({f"val/video_{k}": float(v["value"]) for k, v in res["metrics"].get("video", {}).items()
                      if isinstance(v, dict)})
         self.log_dict(flat, prog_bar=False)
+        self.log("val_auc", flat["val/auc"], prog_bar=True, logger=False)  # shown on the progress bar
 
     def on_test_epoch_end(self) -> None:
         split = self.trainer.datamodule.cfg.test_split
