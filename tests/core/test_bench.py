@@ -39,7 +39,8 @@ def test_report_has_every_section(bench):
     out, _, _ = bench
     html = (out / "report.html").read_text()
     for section in ("Leaderboard", "ROC curves", "Score histograms per manipulation family",
-                    "Leave one manipulation out", "Robustness sweep", "Examples"):
+                    "AUC per recorded quality level", "Leave one manipulation out", "Robustness sweep",
+                    "Examples"):
         assert f"<h2>{section}" in html, section
     assert len(re.findall(r'src="data:image/png;base64,', html)) >= 4  # self-contained figures
     for fam in FAMILIES:
@@ -65,3 +66,16 @@ def test_a_changed_config_does_not_overwrite_a_finished_run(bench):
     out, data, _ = bench
     with pytest.raises(ConfigError, match="another config"):
         forgery_bench(out, entrants=[TINY], data=data.manifest, overrides=["train.max_epochs=2", "train.bootstrap=20"])
+
+
+def test_the_default_entrants_build():
+    from visec.bench import DEFAULT_ENTRANTS
+    from visec.config import load_config
+    from visec.engine import build_module
+
+    names = set()
+    for e in DEFAULT_ENTRANTS:
+        cfg = load_config(e.config, list(e.overrides))
+        names.add(build_module(cfg).card_method)
+    assert names == {"xception", "classifier/mobilenetv2+imagenet", "classifier/mobilenetv2"}
+    assert any(e.loo for e in DEFAULT_ENTRANTS)  # the demo report has a leave-one-out table

@@ -135,6 +135,28 @@ def forgery_report(card_paths: list[Path], manifest: Path, examples: int = 6) ->
     report.heading("Score histograms per manipulation family").figure(
         fig, "intra-dataset test scores by manipulation family")
 
+    if "quality" in m.df.columns:
+        quality = m.df.set_index("path")["quality"]
+        rows = []
+        for c in intra:
+            sc = scores[id(c)]
+            if sc is None:
+                continue
+            sc = sc.assign(quality=sc["path"].map(quality).fillna("?"))
+            row = {"model": c.method}
+            for q, g in sc.groupby("quality"):
+                row[f"{q} (n={len(g)})"] = roc_auc(g["label"].to_numpy(), g["prob"].to_numpy()) \
+                    if g["label"].nunique() == 2 else np.nan
+            rows.append(row)
+        if rows:
+            table = pd.DataFrame(rows)
+            cols = ["model", *sorted((c for c in table.columns if c != "model"),
+                                     key=lambda c: (not c.startswith("none "), c))]
+            report.heading("AUC per recorded quality level").text(
+                "The test split grouped by the quality level recorded in the manifest for each video "
+                "(the same distribution for real and fake videos).")
+            report.table(table[cols], float_format="{:.3f}")
+
     loo = [c for c in cards if c.protocol.startswith(LOO) and "+" not in c.protocol]
     if loo:
         rows = []
