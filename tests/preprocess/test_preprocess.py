@@ -221,8 +221,20 @@ class _LyingCapture:
 def test_read_frames_falls_back_when_seeking_fails(media, monkeypatch):
     monkeypatch.setattr(cv2, "VideoCapture", _LyingCapture)
     assert count_frames(media["grey"]) == 40  # container count not trusted blindly
-    got = read_frames(media["grey"], [5, 17, 33])
-    assert [_decoded_index(f) for _, f in got] == [5, 17, 33]
+    for seek in (True, None):
+        got = read_frames(media["grey"], [5, 17, 33], seek=seek)
+        assert [_decoded_index(f) for _, f in got] == [5, 17, 33]
+
+
+def test_every_read_mode_gives_the_same_frames(media, monkeypatch):
+    import visec.preprocess.video as video
+
+    monkeypatch.setattr(video, "SEEK_MIN_GAP", 4)  # the default mode both seeks and grabs forward
+    want = [1, 2, 9, 11, 30, 31, 39]
+    modes = {seek: read_frames(media["grey"], want, seek=seek) for seek in (None, True, False)}
+    for seek, got in modes.items():
+        assert [_decoded_index(f) for _, f in got] == want, seek
+        assert all(np.array_equal(a[1], b[1]) for a, b in zip(got, modes[False])), seek
 
 
 @pytest.mark.parametrize("name", ["empty", "garbage"])

@@ -133,12 +133,19 @@ def _read_sequential(path: Path, wanted: list[int]) -> dict[int, np.ndarray | No
     return out
 
 
-def read_frames(path: str | os.PathLike, indices: Iterable[int], *, seek: bool = True
+# A seek costs about as much as decoding this many frames forward (OpenCV seeks to the previous key
+# frame and decodes from there): measured with benchmarks/bench_baseline.py on mp4v and MJPG videos.
+SEEK_MIN_GAP = 24
+
+
+def read_frames(path: str | os.PathLike, indices: Iterable[int], *, seek: bool | None = None
                 ) -> list[tuple[int, np.ndarray | None]]:
     """Decode the frames at ``indices``: a list of ``(index, RGB uint8 array or None)``.
 
     The result follows the order of ``indices`` (duplicates allowed). ``None`` marks a frame that
-    does not exist or could not be decoded. ``seek=False`` forces sequential decoding. Raises
+    does not exist or could not be decoded. By default (``seek=None``) the reader seeks only across
+    gaps longer than :data:`SEEK_MIN_GAP` frames and grabs forward over shorter ones;
+    ``seek=True`` seeks to every frame, ``seek=False`` decodes sequentially. Raises
     :class:`DataError` naming the file when it cannot be opened at all.
     """
     import cv2
@@ -149,14 +156,17 @@ def read_frames(path: str | os.PathLike, indices: Iterable[int], *, seek: bool =
         raise ValueError(f"frame indices must be >= 0, got {min(idx_list)}")
     wanted = sorted(set(idx_list))
     got: dict[int, np.ndarray | None] = {}
-    fallback = not seek
+    fallback = seek is False
     if not fallback and wanted:
         cap = open_video(p)
         try:
             pos = 0
             for idx in wanted:
-                if idx != pos:
+                if idx != pos and (seek or idx - pos > SEEK_MIN_GAP):
                     cap.set(cv2.CAP_PROP_POS_FRAMES, idx)
+                else:
+                    while pos < idx and cap.grab():
+                        pos += 1
                 ok, frame = cap.read()
                 if not ok or frame is None or _pos(cap) != idx + 1:
                     # failed or misplaced seek (or past the end): decode sequentially instead
