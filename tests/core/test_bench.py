@@ -79,3 +79,18 @@ def test_the_default_entrants_build():
         names.add(build_module(cfg).card_method)
     assert names == {"xception", "classifier/mobilenetv2+imagenet", "classifier/mobilenetv2"}
     assert any(e.loo for e in DEFAULT_ENTRANTS)  # the demo report has a leave-one-out table
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again(bench, tmp_path):
+    import shutil
+
+    out, data, _ = bench
+    copy = tmp_path / "copy"
+    shutil.copytree(out / "runs", copy / "runs")
+    stopped = copy / "runs" / "tiny" / "leave-out-faceswap"
+    for name in list(stopped.iterdir()):  # keep only what a run writes before its first epoch ends
+        if name.name not in ("config.yaml", "logs"):
+            shutil.rmtree(name) if name.is_dir() else name.unlink()
+    paths = forgery_bench(copy, entrants=[TINY], data=data.manifest, overrides=QUICK)
+    assert (stopped / "best.safetensors").is_file() and (stopped / "fit.json").is_file()
+    assert sum(ResultCard.load(p).protocol == "leave-out:faceswap" for p in paths) == 1
