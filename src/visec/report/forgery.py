@@ -80,7 +80,8 @@ def forgery_report(card_paths: list[Path], manifest: Path, examples: int = 6) ->
     from sklearn.metrics import roc_curve
 
     cards = [ResultCard.load(p) for p in card_paths]
-    scores = {id(c): _scores(p) for c, p in zip(cards, card_paths)}
+    # only the intra-dataset runs' per-image scores are plotted: read just those
+    scores = {id(c): _scores(p) for c, p in zip(cards, card_paths) if c.protocol == INTRA}
     m = read_manifest(manifest, check_files=False)
     manip = m.df.set_index("path")["manipulation"]
     intra = [c for c in cards if c.protocol == INTRA]
