@@ -18,6 +18,15 @@ def toy_manifest(tmp_path_factory):
     return make_toy_dataset(tmp_path_factory.mktemp("toy"), seed=0, size=32)
 
 
+@pytest.fixture(scope="session")
+def synth_small(tmp_path_factory):
+    """The embedded face-forgery data, small: 120 DCGAN identities + 2 photos, 1 frame per video
+    (488 images at 64 px with their NIR twins; a few seconds, once per test session)."""
+    from visec.data.synthetic import make_synth_dataset
+
+    return make_synth_dataset(tmp_path_factory.mktemp("synth_small"), seed=0, identities=120, frames=1)
+
+
 @pytest.fixture
 def one_torch_thread():
     """One intra-op thread: faster for tiny tensors, and steady on a busy 2-core machine."""

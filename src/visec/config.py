@@ -45,6 +45,9 @@ class DataConfig(_Strict):
     holdout: str | None = None
     # a corruption spec (jpeg-70, blur-1, resize-0.5, noise-4) applied to evaluation images only
     corruption: str | None = None
+    # which images a sample holds: vis (RGB), nir (the near-infrared twin in the manifest's `nir`
+    # column, as 3 equal channels) or vis+nir (4 channels, for methods with a NIR branch)
+    modality: Literal["vis", "nir", "vis+nir"] = "vis"
 
     @model_validator(mode="after")
     def _check_corruption(self) -> "DataConfig":
@@ -98,6 +101,10 @@ class RunConfig(_Strict):
         from visec.registry import METHODS
 
         entry = METHODS.get(self.method)  # raises with "did you mean"
+        if self.data.modality == "vis+nir" and "vis+nir" not in entry.meta.get("modalities", ()):
+            takes = [e.name for e in METHODS.entries() if "vis+nir" in e.meta.get("modalities", ())]
+            raise ConfigError(f"method '{self.method}' takes one image per sample (data.modality=vis "
+                              f"or nir); vis+nir needs a method with a NIR branch: {', '.join(takes) or 'none'}")
         params_cls = entry.meta.get("params")
         if params_cls is not None:
             validated = _validate(params_cls, self.model, prefix="model")

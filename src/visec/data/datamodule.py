@@ -30,20 +30,45 @@ def to_tensor(rgb: np.ndarray, size: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
 
 
+MODALITY_CHANNELS = {"vis": 3, "nir": 3, "vis+nir": 4}
+
+
+def fake_families(df: pd.DataFrame) -> list[str]:
+    """The manipulation names of a manifest's fake rows, sorted: the classes of ``family``."""
+    return sorted(set(df.loc[df["label"] == 1, "manipulation"].astype(str)))
+
+
 class FaceDataset(Dataset):
-    """Image rows of a manifest as ``{"image", "label", "index"}`` samples.
+    """Image rows of a manifest as ``{"image", "label", "family", "index"}`` samples.
 
     ``index`` points back into :attr:`df`, where ``video_id``, ``path`` and the rest live, so the
     evaluation can aggregate per video without moving strings through the data loader.
+    ``family`` is the fake's manipulation as an index into ``families`` (-1 for real images), for
+    methods that also name the forgery type.
+
+    ``modality``: ``vis`` reads ``path`` (RGB); ``nir`` reads the near-infrared twin in the ``nir``
+    column, repeated to 3 channels so any RGB detector runs on it; ``vis+nir`` gives 4 channels,
+    RGB then NIR, for methods with a NIR branch. A corruption degrades both images alike.
     """
 
     def __init__(self, manifest: Manifest, image_size: int, train: bool = False,
-                 hflip: bool = False, corruption: str | None = None) -> None:
+                 hflip: bool = False, corruption: str | None = None, modality: str = "vis",
+                 families: list[str] | None = None) -> None:
         videos = manifest.df["media"].eq("video")
         if videos.any():
             raise DataError(f"{manifest.source or 'manifest'}: {int(videos.sum())} row(s) are whole "
                             f"videos (e.g. {manifest.df.loc[videos, 'path'].iloc[0]}); run "
                             f"`visec preprocess` to extract face crops first")
+        if modality not in MODALITY_CHANNELS:
+            from visec.registry import unknown_name
+
+            raise ConfigError(unknown_name("modality", modality, MODALITY_CHANNELS))
+        if modality != "vis" and ("nir" not in manifest.df or manifest.df["nir"].isna().any()):
+            raise ManifestError(f"{manifest.source or 'manifest'}: data.modality={modality} needs a "
+                                f"near-infrared image in the 'nir' column of every row (the embedded "
+                                f"data has one: `visec data synth`)")
+        self.modality = modality
+        self.families = families if families is not None else fake_families(manifest.df)
         self.df = manifest.df.reset_index(drop=True)
         self.root = manifest.root
         self.image_size = image_size
@@ -54,14 +79,25 @@ class FaceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.df)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        rgb = load_rgb(self.root / self.df.at[i, "path"])
+    def _read(self, column: str, i: int) -> torch.Tensor:
+        rgb = load_rgb(self.root / self.df.at[i, column])
         if self.corruption is not None:
             rgb = self.corruption(rgb, i)  # seeded by the row, so a sweep repeats exactly
-        img = to_tensor(rgb, self.image_size)
+        return to_tensor(rgb, self.image_size)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if self.modality == "vis":
+            img = self._read("path", i)
+        elif self.modality == "nir":
+            img = self._read("nir", i)[:1].expand(3, -1, -1).contiguous()
+        else:
+            img = torch.cat([self._read("path", i), self._read("nir", i)[:1]])
         if self.hflip and torch.rand(()) < 0.5:
             img = img.flip(-1)
-        return {"image": img, "label": torch.tensor(float(self.df.at[i, "label"])), "index": i}
+        label = int(self.df.at[i, "label"])
+        manip = str(self.df.at[i, "manipulation"])
+        family = self.families.index(manip) if label == 1 and manip in self.families else -1
+        return {"image": img, "label": torch.tensor(float(label)), "family": family, "index": i}
 
 
 def keep_frames_per_video(df: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -193,8 +229,14 @@ class FaceDataModule(SplitDataModule):
             train = split == self.cfg.train_split
             self.splits[split] = FaceDataset(Manifest(df, part.root, part.source), self.cfg.image_size,
                                              train=train, hflip=self.cfg.hflip,
-                                             corruption=None if train else self.cfg.corruption)
+                                             corruption=None if train else self.cfg.corruption,
+                                             modality=self.cfg.modality, families=self.families)
         return self.splits[split]
+
+    @property
+    def families(self) -> list[str]:
+        """The fake manipulation families of the whole manifest (the same classes in every split)."""
+        return fake_families(self.manifest.df)
 
     def _holdout(self, df: pd.DataFrame, split: str) -> pd.DataFrame:
         """Leave-one-manipulation-out: drop the held-out fakes from training, test on reals + them."""

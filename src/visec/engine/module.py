@@ -111,6 +111,24 @@ class BinaryDetector(MethodModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         return {"index": batch["index"], "prob": torch.sigmoid(self(batch["image"]).float())}
 
+    def saliency(self, images: torch.Tensor) -> torch.Tensor | None:
+        """Where the detector looks: ``(B, H, W)`` maps in [0, 1] for the report, or ``None``.
+
+        The default is Grad-CAM of the predicted class at ``net.cam_layer()`` when the network
+        names one; a method with its own attention (patch scores, attention maps) overrides this.
+        """
+        layer_of = getattr(self.net, "cam_layer", None)
+        if layer_of is None:
+            return None
+        from visec.models.cam import grad_cam
+
+        was_training = self.training
+        self.eval()
+        try:
+            return grad_cam(layer_of(), self, images)
+        finally:
+            self.train(was_training)
+
     def _evaluate(self, loader_split: str, n_bootstrap: int) -> dict[str, Any]:
         """Metrics plus a per-image score table (``path, video_id, label, prob``)."""
         import pandas as pd

@@ -70,6 +70,7 @@ def _timm_factory(timm_name: str):
 for _name, _timm, _summary in (
     ("xception", "legacy_xception", "Xception (timm legacy_xception), the FaceForensics++ baseline"),
     ("resnet18", "resnet18", "ResNet-18 (timm)"),
+    ("resnet50", "resnet50", "ResNet-50 (timm), the branches of HFC-MFFD"),
     ("efficientnet_b0", "efficientnet_b0", "EfficientNet-B0 (timm)"),
 ):
     BACKBONES.register(_name, summary=_summary, timm_name=_timm)(_timm_factory(_timm))
@@ -106,6 +107,18 @@ class MobileNetV2Features(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.features(x)).flatten(1)
+
+
+def cam_layer(backbone: nn.Module) -> nn.Module:
+    """The last spatial layer of a registered backbone, where Grad-CAM looks (Xception: ``conv3``,
+    the 1536-channel separable conv that ACMF uses; otherwise the last stage)."""
+    for name in ("conv3", "layer4", "conv_head"):  # xception, resnet, efficientnet
+        if isinstance(getattr(backbone, name, None), nn.Module):
+            return getattr(backbone, name)
+    features = getattr(backbone, "features", None)  # tiny_cnn, mobilenetv2
+    if isinstance(features, nn.Sequential):
+        return features[-1]
+    raise TypeError(f"no Grad-CAM layer known for {type(backbone).__name__}")
 
 
 @BACKBONES.register("mobilenetv2", summary="MobileNetV2 (torchvision); weights=imagenet loads the ImageNet "

@@ -9,11 +9,13 @@ blur, noise or resize), drawn from the same distribution for real and fake video
 the manifest, so quality is never a label cue.
 
 Output (``out``): ``real/``, ``<family>/`` images, ``masks/<family>/`` blend masks (0-255, what was
-actually blended), ``manifest.jsonl`` and ``synth.json`` (the parameters and the manifest hash).
+actually blended), ``nir/<manipulation>/`` the near-infrared twin of every image (single channel,
+made from the same manipulated frame and degraded with the same quality setting; see
+:func:`visec.data.synthetic.sources.nir_twin`), ``manifest.jsonl`` and ``synth.json`` (the parameters and the manifest hash).
 Calling again with the same parameters returns the cached manifest.
 
 Manifest columns beyond the standard ones: ``source_id`` (the target identity), ``donor_id``,
-``mask``, ``quality`` (a corruption spec, ``none`` for pristine), ``quality_level`` (0 pristine to
+``mask``, ``nir`` (the near-infrared twin), ``quality`` (a corruption spec, ``none`` for pristine), ``quality_level`` (0 pristine to
 3 strong), ``generator`` (``dcgan`` or ``photo``) and ``edit`` (family-specific parameters,
 e.g. the sequence of component edits ``eyes>mouth``).
 """
@@ -36,12 +38,12 @@ from PIL import Image
 from visec.data.corruptions import corrupt
 from visec.data.manifest import make_record, read_manifest, seeded_split, write_manifest
 from visec.data.synthetic.manipulations import FAMILIES
-from visec.data.synthetic.sources import GAN_SIZE, gan_faces, landmarks68, photo_faces
+from visec.data.synthetic.sources import GAN_SIZE, gan_faces, landmarks68, nir_twin, photo_faces
 from visec.errors import ConfigError
 from visec.registry import unknown_name
 
 DATASET = "synth"
-GENERATOR_VERSION = 1  # bump when the images a seed produces change
+GENERATOR_VERSION = 2  # bump when the images a seed produces change
 # (spec, level, weight): the quality of a video, the same distribution for real and fake
 QUALITY = (("none", 0, 0.3), ("jpeg-90", 1, 0.1), ("jpeg-75", 2, 0.12), ("jpeg-60", 3, 0.08),
            ("blur-0.6", 1, 0.1), ("blur-1", 2, 0.06), ("noise-3", 2, 0.08), ("resize-0.7", 2, 0.1),
@@ -130,7 +132,7 @@ def make_synth_dataset(out: str | os.PathLike, params: SynthParams | None = None
     if out.exists() and any(out.iterdir()):
         if not meta_path.is_file():
             raise ConfigError(f"{out} exists and is not a visec synth folder; pick an empty folder")
-        for sub in ["real", "masks", *FAMILIES]:  # a different parameter set: start again
+        for sub in ["real", "masks", "nir", *FAMILIES]:  # a different parameter set: start again
             shutil.rmtree(out / sub, ignore_errors=True)
     start = time.perf_counter()
     size = p.size
@@ -180,9 +182,16 @@ def make_synth_dataset(out: str | os.PathLike, params: SynthParams | None = None
                     _save(np.round(mask * 255).astype(np.uint8), out / mrel)
                     extra |= {"donor_id": donor, "mask": mrel.as_posix(),
                               "edit": ";".join(f"{a}={b}" for a, b in info.items())}
-                img = corrupt(frame, quality, seed=int(rng.integers(2**31)))
+                q_seed = int(rng.integers(2**31))
+                img = corrupt(frame, quality, seed=q_seed)
                 rel = Path(manip) / f"{sid}_f{k}.png"
                 _save(img, out / rel)
+                # the near-infrared twin of the same (manipulated) frame, degraded alike
+                nir = nir_twin(frame, seed=q_seed)
+                nir = corrupt(np.repeat(nir[..., None], 3, axis=2), quality, seed=q_seed)[..., 0]
+                nrel = Path("nir") / manip / f"{sid}_f{k}.png"
+                _save(np.ascontiguousarray(nir), out / nrel)
+                extra["nir"] = nrel.as_posix()
                 rows.append(make_record(out, rel, dataset=DATASET, split=split_of[sid], label=label,
                                         manipulation=manip, video_id=vid, frame_index=k, **extra))
         if progress:

@@ -37,3 +37,8 @@ class BinaryClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.forward_features(x)))
+
+    def cam_layer(self) -> nn.Module:
+        from visec.models.backbones import cam_layer
+
+        return cam_layer(self.backbone)
