@@ -34,7 +34,7 @@ from visec.config import load_config
 from visec.data.corruptions import ROBUSTNESS_SWEEP
 from visec.data.manifest import read_manifest
 from visec.engine import Engine
-from visec.engine.engine import CONFIG_FILE, STATE
+from visec.engine.engine import CONFIG_FILE, STATE, build_module, card_name
 from visec.errors import ConfigError
 from visec.registry import BENCHES, METHODS
 from visec.report.cards import ResultCard
@@ -51,6 +51,9 @@ class Entrant:
     overrides: tuple[str, ...] = ()
     loo: bool = True  # also run leave-one-manipulation-out
     sweep: bool = True  # also run the robustness sweep
+    # test-time variants: model overrides that change only how a trained checkpoint is tested
+    # (ACMF's per-video adaptation: ("model.fac=true",)); each adds a card to the clean tests
+    test_variants: tuple[tuple[str, ...], ...] = ()
 
 
 # `visec bench` with no arguments, sized to finish in well under 10 minutes on 2 CPU cores: the
@@ -70,14 +73,20 @@ def forgery_methods() -> list[str]:
     return [e.name for e in METHODS.entries() if e.meta.get("family") == "forgery detection"]
 
 
-def method_entrant(method: str) -> Entrant:
-    """The entrant for ``visec bench --method NAME`` (its shipped default config, every protocol)."""
+def method_entrants(method: str) -> list[Entrant]:
+    """The entrants for ``visec bench --method NAME``: its shipped default config on every protocol,
+    with the test-time variants the method registers (``bench_tests``), plus the extra entrants it
+    registers (``bench_entrants``: ``(label suffix, overrides, loo, sweep)``, e.g. other modalities)."""
     if method not in forgery_methods():
         from visec.registry import unknown_name
 
         raise ConfigError(unknown_name("forgery-detection method or bench job", method,
                                        [*forgery_methods(), *BENCHES.names()]))
-    return Entrant(method, method)
+    meta = METHODS.get(method).meta
+    out = [Entrant(method, method, test_variants=tuple(tuple(v) for v in meta.get("bench_tests", ())))]
+    for suffix, overrides, loo, sweep in meta.get("bench_entrants", ()):
+        out.append(Entrant(method, f"{method}-{suffix}", tuple(overrides), loo=loo, sweep=sweep))
+    return out
 
 
 def embedded_data(out: Path, seed: int, console: Console) -> Path:
@@ -136,18 +145,28 @@ def _run(plan: _Plan, manifest: Path, out: Path, seed: int, extra: list[str], co
                                     "best_score": fit["best_score"],
                                     "fit_seconds": round(fit["fit_seconds"], 2)}, indent=2) + "\n")
     cards_dir = run_dir / "cards"
-    have = {ResultCard.load(p).protocol: p for p in cards_dir.glob("*.card.json")} if cards_dir.is_dir() else {}
+    have = {}
+    for p in sorted(cards_dir.glob("*.card.json")) if cards_dir.is_dir() else []:
+        c = ResultCard.load(p)
+        have[(c.method, c.protocol)] = p
+    tests = [(engine, corruption) for corruption in plan.tests]
+    for variant in e.test_variants:  # the same checkpoint tested another way, clean test split only
+        vcfg = load_config(e.config, [f"data.manifest={manifest}", f"train.seed={seed}", *e.overrides,
+                                      *plan.overrides, *extra, *variant])
+        tests.append((Engine(vcfg, run_dir, progress=True), None))
     cards = []
-    for corruption in plan.tests:
+    for eng, corruption in tests:
         protocol = plan.protocol + (f"+{corruption}" if corruption else "")
-        if protocol in have:
-            cards.append(have[protocol])
+        key = (card_name(build_module(eng.cfg), eng.cfg), protocol)
+        if key in have:
+            cards.append(have[key])
             continue
-        card = engine.test(protocol=protocol, corruption=corruption)
+        card = eng.test(protocol=protocol, corruption=corruption)
         auc = card.metrics["frame"]["auc"]["value"]
-        console.print(f"    {protocol:<28} frame AUC {auc:.3f}")
+        console.print(f"    {card.method + ' ' + protocol:<40} frame AUC {auc:.3f}")
         cards.append(run_dir / "cards" / f"{card.slug()}.card.json")
     return cards
+
 
 
 def forgery_bench(out: str | Path, *, entrants: list[Entrant] | None = None, seed: int = 0,

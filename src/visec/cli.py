@@ -289,7 +289,7 @@ def bench_cmd(cards: Optional[list[Path]] = typer.Argument(None, help="Card file
               all_columns: bool = typer.Option(False, "--all-columns", help="Every metric, not just the headline ones."),
               ) -> None:
     """With card paths: a leaderboard of them. Without: run a bench (data, train, test, report)."""
-    from visec.bench import forgery_bench, method_entrant
+    from visec.bench import forgery_bench, method_entrants
     from visec.registry import BENCHES
     from visec.report.cards import ResultCard, find_cards, leaderboard
 
@@ -309,9 +309,9 @@ def bench_cmd(cards: Optional[list[Path]] = typer.Argument(None, help="Card file
                                   f"{' or '.join('--set' if k == 'overrides' else '--' + k for k in unsupported)}")
             paths = job(out, seed=seed, console=console, **kwargs)
         else:  # one forgery-detection method, into the shared forgery folder (one leaderboard)
-            entrant = method_entrant(method)
+            entrants = method_entrants(method)
             out = out or Path("runs/bench/forgery")
-            paths = forgery_bench(out, entrants=[entrant], seed=seed, console=console, **kwargs)
+            paths = forgery_bench(out, entrants=entrants, seed=seed, console=console, **kwargs)
     else:
         paths = find_cards(cards)
     loaded = [ResultCard.load(p) for p in paths]

@@ -56,6 +56,14 @@ def build_module(cfg: RunConfig) -> L.LightningModule:
     return METHODS.get(cfg.method).obj(cfg.method_params(), cfg.train)
 
 
+def card_name(module: L.LightningModule, cfg: RunConfig) -> str:
+    """The model name on a result card: the method's own name for its variant (``card_method``, e.g.
+    ``adversarial_training/trades+ancra``), with the modality when it is not visible light
+    (``hfc_mffd[nir]``)."""
+    name = getattr(module, "card_method", cfg.method)
+    return name + (f"[{cfg.data.modality}]" if cfg.data.modality != "vis" else "")
+
+
 def build_datamodule(cfg: RunConfig, data: DataConfig | None = None) -> L.LightningDataModule:
     """The method's data module (``datamodule`` in its registry entry), by default the face manifest one."""
     factory = METHODS.get(cfg.method).meta.get("datamodule")
@@ -232,8 +240,7 @@ class Engine:
             notes.append(f"{sum(len(v) for v in skipped.values())} unreadable image(s) skipped")
         n = len(res["scores"]) if res.get("scores") is not None else res.get("n", 0)
         card = ResultCard(
-            # a method may name its variant (e.g. adversarial_training/trades+ancra)
-            method=getattr(module, "card_method", self.cfg.method), train_data=_data_name(self.cfg.data),
+            method=card_name(module, self.cfg), train_data=_data_name(self.cfg.data),
             test_data=f"{_data_name(data_cfg)}:{data_cfg.test_split}", protocol=protocol,
             seed=self.cfg.train.seed, metrics=res["metrics"], config=self.cfg.to_dict(),
             timings={"test_seconds": round(seconds, 3), "images_per_second": round(n / max(seconds, 1e-9), 2)},

@@ -106,8 +106,9 @@ def forgery_report(card_paths: list[Path], manifest: Path, examples: int = 6) ->
     if not intra:
         return report
     for c in intra:  # what pretraining buys: a pretrained model next to the same recipe from scratch
-        base = c.method.rsplit("+", 1)[0]
-        scratch = next((i for i in intra if i.method == base), None) if "+" in c.method else None
+        base, _, tag = c.method.rpartition("+")
+        scratch = next((i for i in intra if i.method == base), None) if tag in ("imagenet", "pretrained") \
+            else None
         if scratch is not None:
             report.text(f"Pretraining: {c.method} reaches intra AUC {_auc(c):.3f}, the same recipe from random "
                         f"weights ({scratch.method}) {_auc(scratch):.3f} ({_auc(c) - _auc(scratch):+.3f}).")
