@@ -121,6 +121,16 @@ def _plans(entrants: list[Entrant], families: list[str]) -> list[_Plan]:
     return plans
 
 
+def images_digest(manifest: Path) -> str:
+    """SHA-256 over the manifest's (path, split, label, image hash) rows: what a run was trained on."""
+    import hashlib
+
+    df = read_manifest(manifest, check_files=False).df
+    cols = [c for c in ("path", "split", "label", "sha256") if c in df.columns]
+    rows = sorted("\t".join(str(v) for v in r) for r in df[cols].itertuples(index=False))
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()
+
+
 def _run(plan: _Plan, manifest: Path, out: Path, seed: int, extra: list[str], console: Console,
          step: str) -> list[Path]:
     e = plan.entrant
@@ -132,6 +142,10 @@ def _run(plan: _Plan, manifest: Path, out: Path, seed: int, extra: list[str], co
     if saved.is_file() and yaml.safe_load(saved.read_text()) != cfg.to_dict():
         raise ConfigError(f"{run_dir} holds a run with another config; remove it or bench into "
                           f"another --out folder")
+    images = images_digest(manifest)
+    if done.is_file() and json.loads(done.read_text()).get("images_sha256", images) != images:
+        raise ConfigError(f"{run_dir} was trained on other images than {manifest} now holds; remove it "
+                          f"or bench into another --out folder")
     if done.is_file():
         console.print(f"{step} {e.label} {plan.protocol}: trained already ({run_dir})")
     else:
@@ -141,7 +155,7 @@ def _run(plan: _Plan, manifest: Path, out: Path, seed: int, extra: list[str], co
         console.print(f"{step} {e.label} {plan.protocol}: {'resuming' if resume else 'training'} "
                       f"({cfg.train.max_epochs} epochs, {cfg.data.image_size} px)")
         fit = engine.fit(resume=resume)
-        done.write_text(json.dumps({"config": cfg.to_dict(), "best_epoch": fit["best_epoch"],
+        done.write_text(json.dumps({"config": cfg.to_dict(), "images_sha256": images, "best_epoch": fit["best_epoch"],
                                     "best_score": fit["best_score"],
                                     "fit_seconds": round(fit["fit_seconds"], 2)}, indent=2) + "\n")
     cards_dir = run_dir / "cards"

@@ -94,3 +94,27 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again(bench, tmp_path)
     paths = forgery_bench(copy, entrants=[TINY], data=data.manifest, overrides=QUICK)
     assert (stopped / "best.safetensors").is_file() and (stopped / "fit.json").is_file()
     assert sum(ResultCard.load(p).protocol == "leave-out:faceswap" for p in paths) == 1
+
+
+def test_the_report_shows_saliency_maps_and_scores_them_against_the_blend_masks(bench):
+    out, _, _ = bench
+    html = (out / "report.html").read_text()
+    assert "<h2>Saliency maps" in html
+    assert "mask AUC of the saliency maps" in html
+    assert "saliency skipped" not in html
+
+
+def test_a_run_trained_on_other_images_is_not_reused(bench, tmp_path):
+    import shutil
+
+    from visec.errors import ConfigError
+
+    out, data, _ = bench
+    copy = tmp_path / "copy"
+    shutil.copytree(out / "runs", copy / "runs")
+    done = copy / "runs" / "tiny" / "intra" / "fit.json"
+    meta = json.loads(done.read_text())
+    assert len(meta["images_sha256"]) == 64
+    done.write_text(json.dumps({**meta, "images_sha256": "0" * 64}))
+    with pytest.raises(ConfigError, match="other images"):
+        forgery_bench(copy, entrants=[TINY], data=data.manifest, overrides=QUICK)

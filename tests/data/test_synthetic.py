@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from visec.data.corruptions import parse_corruption
 from visec.data.manifest import read_manifest
@@ -139,3 +141,51 @@ def test_real_and_fake_videos_get_degraded_alike(synth):
     for label, g in df.groupby("label"):
         assert 0.05 < (g["quality"] == "none").mean() < 0.7, label  # pristine and degraded in both classes
         assert g["quality"].nunique() >= 3, label
+
+
+def test_every_image_has_a_near_infrared_twin(synth):
+    m = read_manifest(synth.manifest)
+    assert m.df["nir"].notna().all()
+    row = m.df[m.df["quality"] == "none"].iloc[0]
+    rgb = np.asarray(Image.open(m.root / row["path"])).astype(float)
+    nir = np.asarray(Image.open(m.root / row["nir"]))
+    assert nir.ndim == 2 and nir.shape == rgb.shape[:2]  # single channel, same geometry
+    # closest to the red channel (the band nearest to NIR), and not a plain luminance copy
+    corr = [np.corrcoef(nir.ravel(), rgb[..., c].ravel())[0, 1] for c in range(3)]
+    assert corr[0] > 0.9 and corr[0] == max(corr)
+    assert np.abs(nir - (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2])).mean() > 3
+
+
+def test_the_modality_decides_what_a_sample_holds(synth):
+    from visec.config import load_config
+    from visec.data.datamodule import FaceDataModule
+    from visec.errors import ConfigError, ManifestError
+
+    shapes = {}
+    for modality in ("vis", "nir"):
+        cfg = load_config("classifier", [f"data.manifest={synth.manifest}", f"data.modality={modality}"])
+        sample = FaceDataModule(cfg.data, cfg.train).dataset("test")[0]
+        shapes[modality] = sample["image"]
+    assert shapes["vis"].shape == shapes["nir"].shape == (3, 32, 32)
+    assert torch.equal(shapes["nir"][0], shapes["nir"][2])  # NIR repeated to 3 channels
+    assert not torch.equal(shapes["vis"][0], shapes["vis"][2])
+    with pytest.raises(ConfigError, match="vis\\+nir needs a method with a NIR branch"):
+        load_config("classifier", [f"data.manifest={synth.manifest}", "data.modality=vis+nir"])
+    plain = read_manifest(synth.manifest).df.drop(columns=["nir"])
+    from visec.data.datamodule import FaceDataset
+    from visec.data.manifest import Manifest
+
+    with pytest.raises(ManifestError, match="'nir' column"):
+        FaceDataset(Manifest(plain, read_manifest(synth.manifest).root), 32, modality="nir")
+
+
+def test_the_family_index_names_the_fakes_manipulation(synth):
+    from visec.data.datamodule import FaceDataset
+
+    m = read_manifest(synth.manifest)
+    ds = FaceDataset(m, 32)
+    assert ds.families == sorted(FAMILIES)
+    for i in range(0, len(ds), 7):
+        s = ds[i]
+        want = -1 if m.df.at[i, "label"] == 0 else ds.families.index(m.df.at[i, "manipulation"])
+        assert s["family"] == want

@@ -114,8 +114,9 @@ class BinaryDetector(MethodModule):
     def saliency(self, images: torch.Tensor) -> torch.Tensor | None:
         """Where the detector looks: ``(B, H, W)`` maps in [0, 1] for the report, or ``None``.
 
-        The default is Grad-CAM of the predicted class at ``net.cam_layer()`` when the network
-        names one; a method with its own attention (patch scores, attention maps) overrides this.
+        The default is Grad-CAM of the fake class (where the evidence for "fake" lies, also on real
+        images) at ``net.cam_layer()`` when the network names one; a method with its own attention
+        (patch scores, attention maps) overrides this.
         """
         layer_of = getattr(self.net, "cam_layer", None)
         if layer_of is None:
@@ -125,7 +126,7 @@ class BinaryDetector(MethodModule):
         was_training = self.training
         self.eval()
         try:
-            return grad_cam(layer_of(), self, images)
+            return grad_cam(layer_of(), self, images, target="fake")
         finally:
             self.train(was_training)
 

@@ -3,7 +3,8 @@
 Sections: the data, a leaderboard (one row per model: intra-dataset AUC with its interval, the
 leave-one-manipulation-out AUCs and the robustness sweep), ROC curves, score histograms per
 manipulation family, the leave-one-out table next to the in-distribution AUC of the same family,
-the robustness sweep as a plot, and a grid of test images with their scores.
+the robustness sweep as a plot, saliency maps (where each detector looks, next to the blend mask
+the forgery really used) and a grid of test images with their scores.
 """
 
 from __future__ import annotations
@@ -193,6 +194,9 @@ def forgery_report(card_paths: list[Path], manifest: Path, examples: int = 6) ->
             "(quality 90/70/50), Gaussian blur (sigma 1 px) and a 0.5x down-and-up resize, applied to the "
             "stored image before the resize to the model's input.").figure(fig, "AUC per corruption")
 
+    paths_of = {id(c): p for c, p in zip(cards, card_paths)}
+    saliency_section(report, [(c, paths_of[id(c)]) for c in intra], m)
+
     first = max(intra, key=_auc)
     s = scores[id(first)]
     if s is not None and examples:
@@ -227,3 +231,109 @@ def _example_grid(scores: pd.DataFrame, manip: pd.Series, root: Path, per_row: i
                         ha="right", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _select_examples(df: pd.DataFrame, per_family: int) -> pd.DataFrame:
+    """Deterministic test rows: ``per_family`` fakes of every family (with masks) and as many reals."""
+    test = df[df["split"] == "test"].sort_values(["video_id", "frame_index"])
+    fakes = test[test["label"] == 1]
+    if "mask" in fakes:
+        fakes = fakes[fakes["mask"].notna()]
+    parts = [g.drop_duplicates("video_id").head(per_family) for _, g in fakes.groupby("manipulation")]
+    reals = test[test["label"] == 0].drop_duplicates("video_id").head(per_family)
+    return pd.concat([reals, *parts]).reset_index(drop=True)
+
+
+def _mask_auc(saliency: np.ndarray, mask: np.ndarray) -> float:
+    """Pixel AUC of a saliency map as a detector of the blended pixels (0.5: unrelated)."""
+    inside = mask.ravel() > 0.5
+    if inside.all() or not inside.any():
+        return float("nan")
+    return roc_auc(inside.astype(int), saliency.ravel())
+
+
+def saliency_section(report: HtmlReport, intra: list[tuple[ResultCard, Path]], m, columns: int = 2,
+                     measured: int = 16) -> None:
+    """Saliency maps of every intra-dataset model that has them, on the same test images, beside the
+    ground-truth blend masks; and how well each model's map finds the blended pixels (mask AUC)."""
+    import cv2
+    import matplotlib.pyplot as plt
+    import torch
+
+    from visec.config import RunConfig
+    from visec.data.datamodule import FaceDataset, fake_families
+    from visec.data.images import load_rgb
+    from visec.data.manifest import Manifest
+    from visec.engine import Engine
+    from visec.engine.engine import BEST
+
+    if "mask" not in m.df.columns or not intra:
+        return
+    shown = _select_examples(m.df, columns)
+    scored = _select_examples(m.df, measured)
+    scored = scored[scored["label"] == 1].reset_index(drop=True)
+    families = fake_families(m.df)
+    maps, rows, skipped = {}, [], []
+    for card, path in intra:
+        try:
+            cfg = RunConfig(**card.config)
+            ckpt = path.parent.parent / BEST
+            module, _ = Engine(cfg, path.parent.parent).load_module(ckpt if ckpt.is_file()
+                                                                    else card.extra.get("checkpoint"))
+            module.eval()
+
+            def batch(df: pd.DataFrame) -> torch.Tensor:
+                ds = FaceDataset(Manifest(df, m.root, m.source), cfg.data.image_size,
+                                 modality=cfg.data.modality, families=families)
+                return torch.stack([ds[i]["image"] for i in range(len(ds))])
+
+            sal = module.saliency(batch(shown))
+        except Exception as exc:  # a report must not die on one model: say what happened instead
+            skipped.append(f"{card.method}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            continue
+        if sal is None:
+            skipped.append(f"{card.method}: no saliency maps")
+            continue
+        maps[card.method] = sal.detach().float().cpu().numpy()
+        sal_scored = module.saliency(batch(scored)).detach().float().cpu().numpy()
+        size = sal_scored.shape[-1]
+        aucs = {}
+        for k, row in scored.iterrows():
+            mask = load_rgb(Path(m.root) / row["mask"])[..., 0].astype(np.float32) / 255
+            mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA)
+            aucs.setdefault(row["manipulation"], []).append(_mask_auc(sal_scored[k], mask))
+        rows.append({"model": card.method, **{f"{f} (n={len(v)})": float(np.nanmean(v)) for f, v in aucs.items()},
+                     "mean": float(np.nanmean([x for v in aucs.values() for x in v]))})
+    report.heading("Saliency maps")
+    if not maps:
+        report.text("No model in this bench provides saliency maps.")
+    else:
+        report.text("Where each detector looks, on the same test images: Grad-CAM of the fake class for "
+                    "CNN detectors (where the evidence for 'fake' lies, also on real images), the detector's own attention (e.g. per-patch scores) where it has one. The "
+                    "second row is the blend mask the forgery actually used (black for real images). The table "
+                    "scores each model's map as a detector of the blended pixels (pixel AUC, averaged over "
+                    f"up to {measured} test fakes per family; 0.5 = unrelated to the manipulated region).")
+        n = len(shown)
+        fig, axes = plt.subplots(2 + len(maps), n, figsize=(1.45 * n, 1.5 * (2 + len(maps))), squeeze=False)
+        for k, row in shown.iterrows():
+            img = load_rgb(Path(m.root) / row["path"])
+            axes[0][k].imshow(img)
+            axes[0][k].set_title(str(row["manipulation"]), fontsize=7)
+            mask = (load_rgb(Path(m.root) / row["mask"])[..., 0] if row["label"] == 1 and isinstance(row.get("mask"), str)
+                    else np.zeros(img.shape[:2], np.uint8))
+            axes[1][k].imshow(mask, cmap="gray", vmin=0, vmax=255)
+            for r, (name, sal) in enumerate(maps.items(), start=2):
+                axes[r][k].imshow(img, extent=(0, 1, 0, 1))
+                axes[r][k].imshow(sal[k], cmap="jet", alpha=0.5, vmin=0, vmax=1, extent=(0, 1, 0, 1))
+        labels = ["image", "blend mask", *maps]
+        for r, ax_row in enumerate(axes):
+            for ax in ax_row:
+                ax.set_xticks([])
+                ax.set_yticks([])
+            ax_row[0].set_ylabel(labels[r], fontsize=7, rotation=0, ha="right", va="center")
+        fig.tight_layout()
+        report.figure(fig, "saliency maps (jet overlay, 0 blue to 1 red) on test images")
+        report.table(pd.DataFrame(rows), caption="mask AUC of the saliency maps per manipulation family",
+                     float_format="{:.3f}")
+    for line in skipped:
+        report.note(f"saliency skipped for {line}")

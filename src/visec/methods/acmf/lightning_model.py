@@ -1,0 +1,161 @@
+"""ACMF training and testing.
+
+Stage 1 (``fit``): binary cross-entropy on the MFR-masked input (training only; validation and
+test see the plain image). Stage 2 (``test`` with ``model.fac=true``): forgery-attention
+consistency, a per-video test-time adaptation of the stage-1 weights (transductive).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from visec.engine.module import BinaryDetector
+from visec.methods.acmf.torch_model import (ACMFNet, ForgeryAttentionConsistency, MaskedFrequency,
+                                            default_half_width)
+from visec.registry import METHODS
+
+
+class ACMFParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backbone: str = "xception"  # the paper's backbone; any name from `visec list backbones`
+    weights: Path | None = None  # local backbone weights (mobilenetv2 also takes "imagenet")
+    dropout: float = Field(0.0, ge=0, lt=1)  # the paper's Xception has a plain linear head
+    normalize: bool = True  # ImageNet mean/std inside the model (the official code feeds [0, 1] as is)
+    backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
+    # masked frequency forgery representation (stage 1, and FAC's source batches)
+    mask_ratio: float = Field(0.1, ge=0, le=1)  # r: probability of dropping a pixel's high frequencies
+    low_pass: int | None = Field(None, ge=1)  # d: half-width of the kept low box; None = round(5*H/224)
+    mfr_mode: Literal["spatial", "spectral"] = "spatial"  # spatial = the official code
+    absolute: bool = True  # |Re(.)| of the high-pass image (official torch variant); False = signed
+    # forgery attention consistency (stage 2, test time only)
+    fac: bool = False
+    fac_steps: int = Field(2, ge=1)  # K
+    fac_lr: float = Field(1e-3, gt=0)
+    fac_betas: tuple[float, float] = (0.9, 0.95)
+    fac_weight_decay: float = Field(0.01, ge=0)
+    flood_level: float = Field(0.04, ge=0)  # b
+    source_batch: int = Field(30, ge=1)  # labelled source frames per FAC step
+    source_pool: int = Field(120, ge=2)  # fixed, class-balanced, seeded train frames: A_S and the source batches
+    carry_optimizer_state: bool = False  # True = the official code's AdamW state shared across videos
+
+
+class ACMF(BinaryDetector):
+    """Single-logit detector trained on MFR-masked inputs; optional FAC at test time."""
+
+    def __init__(self, net: ACMFNet, train_cfg, params: ACMFParams) -> None:
+        super().__init__(net, train_cfg)
+        self.params = params
+        self.mfr = MaskedFrequency(params.mask_ratio, params.low_pass, params.mfr_mode, params.absolute)
+        self.fac_adapter: ForgeryAttentionConsistency | None = None
+
+    # -- stage 1 ---------------------------------------------------------------------------------
+    def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        x = self.mfr(batch["image"]) if self.training else batch["image"]
+        logits = self(x)
+        return {"loss": F.binary_cross_entropy_with_logits(logits, batch["label"])}
+
+    # -- stage 2 -----------------------------------------------------------------------------------
+    def make_adapter(self) -> ForgeryAttentionConsistency:
+        """A FAC adapter around ``self.net`` whose ``theta_0`` is the current weights."""
+        p = self.params
+        return ForgeryAttentionConsistency(
+            self.net, self.mfr, steps=p.fac_steps, lr=p.fac_lr, betas=p.fac_betas,
+            weight_decay=p.fac_weight_decay, flood_level=p.flood_level, source_batch=p.source_batch,
+            carry_optimizer_state=p.carry_optimizer_state, seed=self.train_cfg.seed)
+
+    def _source_pool(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fixed, seeded, class-balanced pool of unaugmented training frames."""
+        from visec.data.datamodule import FaceDataset
+        from visec.data.manifest import Manifest
+
+        dm = self.trainer.datamodule
+        train = dm.dataset(dm.cfg.train_split)
+        df = train.df
+        rng = np.random.default_rng(self.train_cfg.seed)
+        half = self.params.source_pool // 2
+        rows = []
+        for label in (0, 1):
+            idx = np.flatnonzero(df["label"].to_numpy() == label)
+            if len(idx) == 0:
+                raise ValueError(f"FAC needs real and fake training frames; split "
+                                 f"'{dm.cfg.train_split}' has no label {label}")
+            rows.extend(rng.choice(idx, size=min(half, len(idx)), replace=False).tolist())
+        plain = FaceDataset(Manifest(df.iloc[sorted(rows)], train.root), train.image_size, train=False,
+                            modality=train.modality, families=train.families)
+        items = [plain[i] for i in range(len(plain))]
+        return torch.stack([it["image"] for it in items]), torch.stack([it["label"] for it in items])
+
+    def on_test_start(self) -> None:
+        self.fac_adapter = None
+        if self.params.fac:
+            images, labels = self._source_pool()
+            self.fac_adapter = self.make_adapter()
+            self.fac_adapter.set_source(images.to(self.device), labels.to(self.device))
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if not self.params.fac:
+            return super().test_step(batch, batch_idx)
+        self._record("label", batch["label"])  # scores come per video in on_test_epoch_end
+        self._record("index", batch["index"])
+
+    def _fac_scores(self) -> None:
+        """Adapt on every video this rank holds frames of (its whole video), score those frames."""
+        assert self.fac_adapter is not None
+        ds = self.trainer.datamodule.dataset(self.trainer.datamodule.cfg.test_split)
+        index = torch.cat(self._eval["index"]).cpu().numpy()
+        videos = ds.df["video_id"].to_numpy()
+        prob = np.zeros(len(index), dtype=np.float32)
+        for vid in dict.fromkeys(videos[index]):  # first-seen order
+            rows = np.flatnonzero(videos == vid)
+            frames = torch.stack([ds[int(i)]["image"] for i in rows]).to(self.device)
+            logits = self.fac_adapter.adapt_and_predict(frames, key=str(vid))
+            by_row = dict(zip(rows.tolist(), torch.sigmoid(logits.float()).cpu().tolist()))
+            mine = videos[index] == vid
+            prob[mine] = [by_row[int(i)] for i in index[mine]]
+        self._eval["prob"] = [torch.from_numpy(prob).to(self.device)]
+
+    def on_test_epoch_end(self) -> None:
+        if self.params.fac and self._eval:
+            with torch.enable_grad():
+                self._fac_scores()
+        super().on_test_epoch_end()
+
+    def adapt_and_predict(self, frames: torch.Tensor, key: str | None = None) -> torch.Tensor:
+        """FAC on one video outside the engine: probabilities of fake ``(N,)`` after adaptation.
+        Needs a source pool (``module.fac_adapter.set_source`` or a test run with fac on)."""
+        if self.fac_adapter is None:
+            raise RuntimeError("no FAC source pool yet: `module.fac_adapter = module.make_adapter()` "
+                               "then `module.fac_adapter.set_source(images, labels)`")
+        return torch.sigmoid(self.fac_adapter.adapt_and_predict(frames, key))
+
+
+def card_name(params: ACMFParams) -> str:
+    """``acmf`` / ``acmf+fac``; ``acmf/<backbone>[+imagenet|+pretrained][+fac]`` off the paper's backbone."""
+    name = "acmf" if params.backbone == "xception" else f"acmf/{params.backbone}"
+    if params.weights:
+        name += "+imagenet" if str(params.weights) == "imagenet" else "+pretrained"
+    return name + ("+fac" if params.fac else "")
+
+
+@METHODS.register("acmf", params=ACMFParams, family="forgery detection",
+                  summary="masked frequency forgery representation on Xception; optional per-video "
+                          "forgery-attention-consistency test-time adaptation (model.fac=true)")
+def build_acmf(params: ACMFParams, train_cfg) -> ACMF:
+    from visec.registry import BACKBONES
+
+    BACKBONES.get(params.backbone)  # fail early with "did you mean"
+    net = ACMFNet(params.backbone, str(params.weights) if params.weights else None, params.dropout,
+                  params.normalize, **params.backbone_kwargs)
+    module = ACMF(net, train_cfg, params)
+    module.card_method = card_name(params)
+    return module
+
+
+__all__ = ["ACMF", "ACMFParams", "build_acmf", "card_name", "default_half_width"]
