@@ -2,3 +2,4 @@
 
 from visec.methods import classifier  # noqa: F401
 from visec.methods import ancra  # noqa: F401
+from visec.methods import hfc_mffd  # noqa: F401

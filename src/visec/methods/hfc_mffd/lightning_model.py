@@ -234,8 +234,9 @@ class HFCMFFD(BinaryDetector):
                                                          f"the model {self.net.num_families}"}
             return res
         truth = np.where(label == 1, 1 + fam, 0)
+        names = fams or [f"family{j}" for j in range(self.net.num_families)]
         hier: dict[str, Any] = {"acc": {"value": float((pred == truth).mean()), "ci": None},
-                                "classes": ["real", *(fams or [f"family{j}" for j in range(self.net.num_families)])]}
+                                "classes": "|".join(["real", *names])}
         fakes = (label == 1) & (fam >= 0)
         if fakes.any():
             fam_pred = sum(ff[i] * z for i, z in enumerate(family)).argmax(1).numpy()
@@ -268,6 +269,9 @@ def _card_name(p: HFCParams) -> str:
 
 
 @METHODS.register("hfc_mffd", params=HFCParams, family="forgery detection", modalities=("vis", "nir", "vis+nir"),
+                  # `visec bench --method hfc_mffd` also trains on the NIR twin and on VIS+NIR (intra only)
+                  bench_entrants=(("nir", ("data.modality=nir",), False, False),
+                                  ("vis+nir", ("data.modality=vis+nir",), False, False)),
                   summary="HFC-MFFD: patch RGB + DCT branches, intra-attention, hierarchical real/fake -> "
                           "forgery type; VIS, NIR and VIS+NIR")
 def build_hfc_mffd(params: HFCParams, train_cfg) -> HFCMFFD:

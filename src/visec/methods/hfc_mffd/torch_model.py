@@ -234,13 +234,18 @@ def fit_fusion_logits(branch_logits: Sequence[torch.Tensor], target: torch.Tenso
     z = torch.stack([b.detach().double() for b in branch_logits])  # (M, n, C)
     w = torch.zeros(len(branch_logits), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.Adam([w], lr=lr)
-    with torch.enable_grad():
-        for _ in range(steps):
-            fused = (torch.softmax(w, 0)[:, None, None] * z).sum(0)
-            loss = F.cross_entropy(fused, target)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a few thousand numbers: extra threads only cost synchronisation
+    try:
+        with torch.enable_grad():
+            for _ in range(steps):
+                fused = (torch.softmax(w, 0)[:, None, None] * z).sum(0)
+                loss = F.cross_entropy(fused, target)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    finally:
+        torch.set_num_threads(threads)
     return w.detach().float()
 
 
