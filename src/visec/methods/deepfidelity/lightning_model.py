@@ -171,8 +171,8 @@ class DeepFidelity(BinaryDetector):
         if trainer.state.fn == "fit" and not trainer.sanity_checking and self._svr_step != trainer.global_step:
             self.refit_fidelity()
 
-    def _train_view(self):
-        dm = self.trainer.datamodule
+    def _train_view(self, dm=None):
+        dm = dm if dm is not None else self.trainer.datamodule
         ds = dm.dataset(dm.cfg.train_split)
         view = copy.copy(ds)  # the training rows without the random flip
         view.hflip, view.train = False, False
@@ -194,11 +194,12 @@ class DeepFidelity(BinaryDetector):
         return np.array([self._quality_cache[i] for i in index], dtype=np.float64)
 
     @torch.no_grad()
-    def fidelity_training_set(self) -> dict[str, np.ndarray]:
-        """Features, quality, labels and fidelity targets of the (subsampled) training split."""
+    def fidelity_training_set(self, datamodule=None) -> dict[str, np.ndarray]:
+        """Features, quality, labels and fidelity targets of the (subsampled) training split of
+        ``datamodule`` (default: the trainer's)."""
         from torch.utils.data import DataLoader, Subset
 
-        dm, view = self._train_view()
+        dm, view = self._train_view(datamodule)
         n, cap = len(view), min(self.params.svr_max_samples, self.net.svr.capacity)
         rows = np.arange(n) if n <= cap else np.sort(
             np.random.default_rng(self.train_cfg.seed).choice(n, cap, replace=False))
