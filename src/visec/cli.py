@@ -203,11 +203,13 @@ def test_cmd(run: Path = typer.Argument(..., help="A run folder (uses its best c
              protocol: Optional[str] = typer.Option(None, "--protocol", help="Protocol name for the card."),
              corruption: Optional[str] = typer.Option(None, "--corruption",
                                                       help="Degrade test images first: jpeg-70, blur-1, resize-0.5, noise-4."),
+             override: list[str] = typer.Option([], "--set", help="Test-time config override, key=value "
+                                                "(repeatable), e.g. --set model.fac=true for ACMF's adaptation."),
              ) -> None:
     """Evaluate a trained run and write a result card (frame + video AUC/EER/AP/ACC with CIs)."""
     from visec.engine import Engine
 
-    engine = Engine.from_run(run, progress=False)
+    engine = Engine.from_run(run, list(override), progress=False)
     card = engine.test(checkpoint, data, protocol, split, corruption)
     _print_card(card)
 

@@ -67,6 +67,13 @@ def test_train_then_test_round_trip(tmp_path, toy_manifest):
     res = run("test", str(run_dir))
     assert res.returncode == 0, res.stderr[-2000:]
     assert "AUC" in res.stdout
+    res = run("test", str(run_dir), "--set", "train.bootstrap=0", "--protocol", "no-ci")  # test-time override
+    assert res.returncode == 0, res.stderr[-2000:]
+    import json
+
+    card = next(json.loads(p.read_text()) for p in (run_dir / "cards").glob("*.card.json")
+                if json.loads(p.read_text())["protocol"] == "no-ci")
+    assert card["config"]["train"]["bootstrap"] == 0 and card["metrics"]["frame"]["auc"]["ci"] is None
     res = run("bench", str(run_dir / "cards"))
     assert res.returncode == 0 and "classifier" in res.stdout
     res = run("predict", str(run_dir), "--data", str(toy_manifest), "--out", str(tmp_path / "p.csv"))
