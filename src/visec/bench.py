@@ -29,6 +29,7 @@ from pathlib import Path
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from visec.config import load_config
 from visec.data.corruptions import ROBUSTNESS_SWEEP
@@ -178,7 +179,7 @@ def _run(plan: _Plan, manifest: Path, out: Path, seed: int, extra: list[str], co
             continue
         card = eng.test(protocol=protocol, corruption=corruption)
         auc = card.metrics["frame"]["auc"]["value"]
-        console.print(f"    {card.method + ' ' + protocol:<40} frame AUC {auc:.3f}")
+        console.print(f"    {escape(card.method + ' ' + protocol):<40} frame AUC {auc:.3f}")
         cards.append(run_dir / "cards" / f"{card.slug()}.card.json")
     return cards
 

@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from visec.errors import ConfigError, VisecError
@@ -326,7 +327,7 @@ def bench_cmd(cards: Optional[list[Path]] = typer.Argument(None, help="Card file
             table.add_column(col, no_wrap=True)
         for row in summary.itertuples(index=False):
             table.add_row(*["-" if isinstance(v, float) and v != v else f"{v:.3f}" if isinstance(v, float)
-                            else str(v) for v in row])
+                            else escape(str(v)) for v in row])  # model names like hfc_mffd[nir]
         console.print(table)
     full = leaderboard(loaded)
     board = full if all_columns else full[[c for c in HEADLINE if c in full.columns]]
@@ -334,7 +335,7 @@ def bench_cmd(cards: Optional[list[Path]] = typer.Argument(None, help="Card file
     for col in board.columns:
         table.add_column(SHORT_HEADERS.get(col, col), no_wrap=True)
     for row in board.itertuples(index=False):
-        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else _short(str(v)) if col == "test_data" else str(v)
+        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else _short(str(v)) if col == "test_data" else escape(str(v))
                         for col, v in zip(board.columns, row)])
     if cards or (method is not None and method in BENCHES):
         console.print(table)
