@@ -118,3 +118,26 @@ def test_a_run_trained_on_other_images_is_not_reused(bench, tmp_path):
     done.write_text(json.dumps({**meta, "images_sha256": "0" * 64}))
     with pytest.raises(ConfigError, match="other images"):
         forgery_bench(copy, entrants=[TINY], data=data.manifest, overrides=QUICK)
+
+
+def test_test_time_variants_and_modality_entrants_add_their_own_cards(bench, tmp_path):
+    """ACMF's adaptation is tested on the intra checkpoint as a second card (not retrained);
+    HFC-MFFD's registered NIR entrant gets a card named with its modality."""
+    from visec.bench import method_entrants
+
+    out, data, _ = bench
+    acmf = Entrant("acmf", "acmf-tiny", ("model.backbone=tiny_cnn", "data.image_size=32", "model.source_pool=16"),
+                   loo=False, sweep=False, test_variants=(("model.fac=true", "model.fac_steps=1"),))
+    paths = forgery_bench(tmp_path, entrants=[acmf], data=data.manifest, overrides=QUICK)
+    cards = {ResultCard.load(p).method: ResultCard.load(p) for p in paths}
+    assert set(cards) == {"acmf/tiny_cnn", "acmf/tiny_cnn+fac"}
+    assert {c.protocol for c in cards.values()} == {"intra"}
+    assert cards["acmf/tiny_cnn+fac"].config["model"]["fac"] is True
+    stamps = {p: p.stat().st_mtime_ns for p in paths}
+    assert sorted(forgery_bench(tmp_path, entrants=[acmf], data=data.manifest, overrides=QUICK)) == sorted(paths)
+    assert all(p.stat().st_mtime_ns == stamps[p] for p in paths)  # nothing re-tested
+
+    hfc = method_entrants("hfc_mffd")
+    assert [e.label for e in hfc] == ["hfc_mffd", "hfc_mffd-nir", "hfc_mffd-vis+nir"]
+    assert [e.loo for e in hfc] == [True, False, False]
+    assert method_entrants("acmf")[0].test_variants == (("model.fac=true",),)
