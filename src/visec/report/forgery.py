@@ -273,8 +273,11 @@ def saliency_section(report: HtmlReport, intra: list[tuple[ResultCard, Path]], m
     scored = _select_examples(m.df, measured)
     scored = scored[scored["label"] == 1].reset_index(drop=True)
     families = fake_families(m.df)
-    maps, rows, skipped = {}, [], []
+    maps, rows, skipped, seen = {}, [], [], set()
     for card, path in intra:
+        if path.parent.parent in seen:  # a test-time variant of a run already shown (same weights)
+            continue
+        seen.add(path.parent.parent)
         try:
             cfg = RunConfig(**card.config)
             ckpt = path.parent.parent / BEST
@@ -312,7 +315,8 @@ def saliency_section(report: HtmlReport, intra: list[tuple[ResultCard, Path]], m
                     "CNN detectors (where the evidence for 'fake' lies, also on real images), the detector's own attention (e.g. per-patch scores) where it has one. The "
                     "second row is the blend mask the forgery actually used (black for real images). The table "
                     "scores each model's map as a detector of the blended pixels (pixel AUC, averaged over "
-                    f"up to {measured} test fakes per family; 0.5 = unrelated to the manipulated region).")
+                    f"up to {measured} test fakes per family; 0.5 = unrelated to the manipulated region). A test-time "
+                    "variant of a run (e.g. acmf+fac) shares its run's map.")
         n = len(shown)
         fig, axes = plt.subplots(2 + len(maps), n, figsize=(1.45 * n, 1.5 * (2 + len(maps))), squeeze=False)
         for k, row in shown.iterrows():
