@@ -274,7 +274,8 @@ def saliency_section(report: HtmlReport, intra: list[tuple[ResultCard, Path]], m
     scored = scored[scored["label"] == 1].reset_index(drop=True)
     families = fake_families(m.df)
     maps, rows, skipped, seen = {}, [], [], set()
-    for card, path in intra:
+    # per run folder, the plain card first (acmf before its test-time variant acmf+fac)
+    for card, path in sorted(intra, key=lambda cp: (str(cp[1].parent.parent), len(cp[0].method))):
         if path.parent.parent in seen:  # a test-time variant of a run already shown (same weights)
             continue
         seen.add(path.parent.parent)
