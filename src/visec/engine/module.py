@@ -20,9 +20,12 @@ from visec.config import TrainConfig
 from visec.errors import MetricError
 
 
-def configure_optimizers(module: nn.Module, cfg: TrainConfig) -> Any:
-    """Optimiser and epoch-wise LR schedule from a :class:`TrainConfig` (shared by every method)."""
-    params = [p for p in module.parameters() if p.requires_grad]
+def configure_optimizers(module: nn.Module, cfg: TrainConfig, param_groups: list[dict] | None = None) -> Any:
+    """Optimiser and epoch-wise LR schedule from a :class:`TrainConfig` (shared by every method).
+
+    ``param_groups`` (torch's list of ``{"params": ..., "lr": ...}``) sets per-group learning
+    rates; by default every trainable parameter of ``module`` shares ``cfg.lr``."""
+    params = param_groups or [p for p in module.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     elif cfg.optimizer == "adam":

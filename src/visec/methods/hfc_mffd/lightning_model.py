@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from visec.engine.module import BinaryDetector
+from visec.engine.module import BinaryDetector, configure_optimizers
 from visec.errors import ConfigError
 from visec.methods.hfc_mffd.torch_model import (BRANCHES, HFCMFFDNet, extract_patches, fit_fusion_logits,
                                                 hfc_loss, hierarchical_decision, paint_patches,
@@ -130,21 +130,7 @@ class HFCMFFD(BinaryDetector):
                    "backbone"].append(param)
         scale = {"backbone": 1.0, "patch": p.patch_head_lr_scale, "image": p.image_head_lr_scale}
         param_groups = [{"params": v, "lr": cfg.lr * scale[k]} for k, v in groups.items() if v]
-        if cfg.optimizer == "sgd":
-            opt = torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        elif cfg.optimizer == "adam":
-            opt = torch.optim.Adam(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        else:
-            opt = torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        if cfg.scheduler == "none":
-            return opt
-        if cfg.scheduler == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.max_epochs)
-        elif cfg.scheduler == "multistep":
-            sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg.milestones, gamma=cfg.gamma)
-        else:
-            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.max_epochs // 3), gamma=cfg.gamma)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        return configure_optimizers(self, cfg, param_groups)
 
     # -- training -------------------------------------------------------------------------------
     def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
