@@ -33,6 +33,7 @@ from rich.markup import escape
 
 from visec.config import load_config
 from visec.data.corruptions import ROBUSTNESS_SWEEP
+from visec.data.datamodule import fake_families
 from visec.data.manifest import read_manifest
 from visec.engine import Engine
 from visec.engine.engine import CONFIG_FILE, STATE, build_module, card_name
@@ -123,18 +124,17 @@ def _plans(entrants: list[Entrant], families: list[str]) -> list[_Plan]:
     return plans
 
 
-def images_digest(manifest: Path) -> str:
-    """SHA-256 over the manifest's (path, split, label, image hash) rows: what a run was trained on."""
+def images_digest(df) -> str:
+    """SHA-256 over a manifest's (path, split, label, image hash) rows: what a run was trained on."""
     import hashlib
 
-    df = read_manifest(manifest, check_files=False).df
     cols = [c for c in ("path", "split", "label", "sha256") if c in df.columns]
     rows = sorted("\t".join(str(v) for v in r) for r in df[cols].itertuples(index=False))
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
-def _run(plan: _Plan, manifest: Path, out: Path, seed: int, extra: list[str], console: Console,
-         step: str) -> list[Path]:
+def _run(plan: _Plan, manifest: Path, images: str, out: Path, seed: int, extra: list[str],
+         console: Console, step: str) -> list[Path]:
     e = plan.entrant
     run_dir = out / "runs" / e.label / plan.protocol.replace(":", "-")
     cfg = load_config(e.config, [f"data.manifest={manifest}", f"train.seed={seed}", *e.overrides,
@@ -144,7 +144,6 @@ def _run(plan: _Plan, manifest: Path, out: Path, seed: int, extra: list[str], co
     if saved.is_file() and yaml.safe_load(saved.read_text()) != cfg.to_dict():
         raise ConfigError(f"{run_dir} holds a run with another config; remove it or bench into "
                           f"another --out folder")
-    images = images_digest(manifest)
     if done.is_file() and json.loads(done.read_text()).get("images_sha256", images) != images:
         raise ConfigError(f"{run_dir} was trained on other images than {manifest} now holds; remove it "
                           f"or bench into another --out folder")
@@ -170,10 +169,12 @@ def _run(plan: _Plan, manifest: Path, out: Path, seed: int, extra: list[str], co
         vcfg = load_config(e.config, [f"data.manifest={manifest}", f"train.seed={seed}", *e.overrides,
                                       *plan.overrides, *extra, *variant])
         tests.append((Engine(vcfg, run_dir, progress=True), None))
-    cards = []
+    cards, names = [], {}
     for eng, corruption in tests:
         protocol = plan.protocol + (f"+{corruption}" if corruption else "")
-        key = (card_name(build_module(eng.cfg), eng.cfg), protocol)
+        if id(eng) not in names:  # the card name of each engine's config, built once
+            names[id(eng)] = card_name(build_module(eng.cfg), eng.cfg)
+        key = (names[id(eng)], protocol)
         if key in have:
             cards.append(have[key])
             continue
@@ -198,10 +199,11 @@ def forgery_bench(out: str | Path, *, entrants: list[Entrant] | None = None, see
     if manifest.is_dir():  # a dataset folder: its manifest
         manifest = manifest / "manifest.jsonl"
     m = read_manifest(manifest)
-    families = sorted(set(m.df.loc[m.df["label"] == 1, "manipulation"]))
+    families = fake_families(m.df)
+    images = images_digest(m.df)  # what every run of this bench trains on
     plans = _plans(list(entrants or DEFAULT_ENTRANTS), families if len(families) > 1 else [])
     for k, plan in enumerate(plans, 1):
-        _run(plan, manifest, out, seed, list(overrides or []), console, f"[{k}/{len(plans)}]")
+        _run(plan, manifest, images, out, seed, list(overrides or []), console, f"[{k}/{len(plans)}]")
     cards = sorted(out.glob("runs/*/*/cards/*.card.json"))
     report = forgery_report(cards, manifest)
     summary_table([ResultCard.load(p) for p in cards]).to_csv(out / "summary.csv", index=False)

@@ -20,18 +20,22 @@ from visec.config import TrainConfig
 from visec.errors import MetricError
 
 
+def make_optimizer(params: list, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The configured optimiser (``train.optimizer``, ``lr``, ``weight_decay``, ``momentum``) over
+    parameters or torch parameter groups (a group's own ``lr`` / ``weight_decay`` win)."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def configure_optimizers(module: nn.Module, cfg: TrainConfig, param_groups: list[dict] | None = None) -> Any:
     """Optimiser and epoch-wise LR schedule from a :class:`TrainConfig` (shared by every method).
 
     ``param_groups`` (torch's list of ``{"params": ..., "lr": ...}``) sets per-group learning
     rates; by default every trainable parameter of ``module`` shares ``cfg.lr``."""
-    params = param_groups or [p for p in module.parameters() if p.requires_grad]
-    if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    elif cfg.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    else:
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(param_groups or [p for p in module.parameters() if p.requires_grad], cfg)
     if cfg.scheduler == "none":
         return opt
     if cfg.scheduler == "cosine":

@@ -138,10 +138,9 @@ class ACMF(BinaryDetector):
 
 def card_name(params: ACMFParams) -> str:
     """``acmf`` / ``acmf+fac``; ``acmf/<backbone>[+imagenet|+pretrained][+fac]`` off the paper's backbone."""
-    name = "acmf" if params.backbone == "xception" else f"acmf/{params.backbone}"
-    if params.weights:
-        name += "+imagenet" if str(params.weights) == "imagenet" else "+pretrained"
-    return name + ("+fac" if params.fac else "")
+    from visec.methods.classifier.lightning_model import card_name as classifier_card_name
+
+    return classifier_card_name("acmf", params, default_backbone="xception") + ("+fac" if params.fac else "")
 
 
 @METHODS.register("acmf", params=ACMFParams, family="forgery detection",

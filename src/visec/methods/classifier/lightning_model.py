@@ -33,10 +33,10 @@ class Classifier(BinaryDetector):
     """Backbone + linear head trained with binary cross-entropy (the baseline of every paper)."""
 
 
-def _card_name(method: str, params: ClassifierParams) -> str:
-    """``xception``; ``classifier/mobilenetv2+imagenet`` (the backbone when it is not the method's name,
-    and whether it started from pretrained weights)."""
-    name = method if params.backbone == method else f"{method}/{params.backbone}"
+def card_name(method: str, params: ClassifierParams, default_backbone: str | None = None) -> str:
+    """``xception``; ``classifier/mobilenetv2+imagenet`` (the backbone when it is not the method's own,
+    by default the backbone of the method's name, and whether it started from pretrained weights)."""
+    name = method if params.backbone == (default_backbone or method) else f"{method}/{params.backbone}"
     if params.weights:
         name += "+imagenet" if str(params.weights) == "imagenet" else "+pretrained"
     return name
@@ -50,7 +50,7 @@ def _build(method: str):
         net = BinaryClassifier(params.backbone, str(params.weights) if params.weights else None,
                                params.dropout, params.normalize, **params.backbone_kwargs)
         module = Classifier(net, train_cfg)
-        module.card_method = _card_name(method, params)
+        module.card_method = card_name(method, params)
         return module
 
     build.__name__ = f"build_{method}"

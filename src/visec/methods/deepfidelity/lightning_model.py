@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from visec.config import TrainConfig
-from visec.engine.module import BinaryDetector
+from visec.engine.module import BinaryDetector, make_optimizer
 from visec.errors import ConfigError
 from visec.methods.deepfidelity.quality import build_quality, fidelity_targets
 from visec.methods.deepfidelity.torch_model import DeepFidelityNet, SSAAFormer
@@ -130,12 +130,7 @@ class DeepFidelity(BinaryDetector):
         no_decay = [q for q in self.parameters() if q.requires_grad and q.ndim <= 1]
         groups = [{"params": decay, "weight_decay": cfg.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
-        if cfg.optimizer == "sgd":
-            opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-        elif cfg.optimizer == "adam":
-            opt = torch.optim.Adam(groups, lr=cfg.lr)
-        else:
-            opt = torch.optim.AdamW(groups, lr=cfg.lr)
+        opt = make_optimizer(groups, cfg)  # each group's weight_decay wins
         if cfg.scheduler in ("step", "multistep"):
             if p.warmup_epochs:
                 raise ConfigError("model.warmup_epochs needs train.scheduler=cosine or none")
