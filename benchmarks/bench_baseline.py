@@ -68,7 +68,8 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_engine import engine_run, plain_run, run_in_child  # noqa: E402
 
-from visec.preprocess.video import count_frames, read_frames, sample_indices  # noqa: E402
+from visec.data.sampling import sample_indices  # noqa: E402
+from visec.preprocess.video import count_frames, read_frames  # noqa: E402
 
 CODECS = (("mp4v", ".mp4"), ("MJPG", ".avi"))
 FPS = 25

@@ -26,7 +26,7 @@ _LAZY = {
     "read_manifest": "visec.data.manifest",
     "write_manifest": "visec.data.manifest",
     "binary_metrics": "visec.metrics",
-    "ResultCard": "visec.report.cards",
+    "ResultCard": "visec.cards",
 }
 
 __all__ = ["__version__", "VisecError", "METHODS", "BACKBONES", "DATASETS", "DETECTORS", "ATTACKS", *_LAZY]

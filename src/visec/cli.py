@@ -19,7 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                   help="visec: train, evaluate, compare and attack visual-security methods.")
 data_app = typer.Typer(no_args_is_help=True, help="Build and inspect dataset manifests.")
 app.add_typer(data_app, name="data")
-from visec.identity.cli import tit_app  # noqa: E402  (typer and rich only; no torch)
+from visec.apps.tit_cli import tit_app  # noqa: E402  (typer and rich only; no torch)
 
 app.add_typer(tit_app, name="tit")
 # Piped output (logs, CI, tests) gets wide lines instead of wrapped table cells.
@@ -266,7 +266,7 @@ def attack_cmd(method: str = typer.Option(..., "--method", help="A registered at
                seed: int = typer.Option(0, "--seed"),
                ) -> None:
     """Attack a trained run: clean, robust and worst-case accuracy, mean perturbation norms, a result card."""
-    from visec.attacks.runner import run_attack
+    from visec.apps.attack import run_attack
 
     report, card, path = run_attack(model, method, checkpoint=checkpoint, data=data, split=split, eps=eps,
                                     steps=steps, alpha=alpha, norm=norm, max_samples=max_samples, out=out,
@@ -278,6 +278,21 @@ def attack_cmd(method: str = typer.Option(..., "--method", help="A registered at
 
 
 # -- bench -------------------------------------------------------------------------------------------
+def bench_job_of(method: str | None) -> str | None:
+    """The bench job ``visec bench --method NAME`` runs as a whole: a job's own name, or the job a
+    method's contract names (``ancra`` for ``adversarial_training``); ``None`` for a forgery
+    detector, benched as entrants of the shared forgery job."""
+    from visec.registry import BENCHES, METHODS
+
+    if method is None:
+        return "forgery"
+    if method in BENCHES:
+        return method
+    if method in METHODS and METHODS.get(method).obj.bench not in (None, "forgery"):
+        return METHODS.get(method).obj.bench
+    return None
+
+
 @app.command("bench")
 def bench_cmd(cards: Optional[list[Path]] = typer.Argument(None, help="Card files or folders to tabulate."),
               method: Optional[str] = typer.Option(None, "--method", help="A forgery-detection method (see "
@@ -292,16 +307,18 @@ def bench_cmd(cards: Optional[list[Path]] = typer.Argument(None, help="Card file
               all_columns: bool = typer.Option(False, "--all-columns", help="Every metric, not just the headline ones."),
               ) -> None:
     """With card paths: a leaderboard of them. Without: run a bench (data, train, test, report)."""
-    from visec.bench import forgery_bench, method_entrants
+    from visec.apps.bench import forgery_bench, method_entrants
     from visec.registry import BENCHES
-    from visec.report.cards import ResultCard, find_cards, leaderboard
+    from visec.cards import ResultCard, find_cards
+    from visec.report.leaderboard import leaderboard
 
+    job_name = bench_job_of(method)
     if not cards:
         kwargs = {"data": data} if data is not None else {}
         if override:
             kwargs["overrides"] = list(override)
-        if method is None or method in BENCHES:
-            name = method or "forgery"
+        if job_name is not None:
+            name = job_name
             out = out or Path("runs/bench") / name
             job = BENCHES.get(name).obj
             import inspect
@@ -318,7 +335,7 @@ def bench_cmd(cards: Optional[list[Path]] = typer.Argument(None, help="Card file
     else:
         paths = find_cards(cards)
     loaded = [ResultCard.load(p) for p in paths]
-    if not cards and (method is None or method not in BENCHES):  # a forgery bench: one row per model
+    if not cards and (job_name is None or job_name == "forgery"):  # a forgery bench: one row per model
         from visec.report.forgery import summary_table
 
         summary = summary_table(loaded)
@@ -337,7 +354,7 @@ def bench_cmd(cards: Optional[list[Path]] = typer.Argument(None, help="Card file
     for row in board.itertuples(index=False):
         table.add_row(*[f"{v:.3f}" if isinstance(v, float) else _short(str(v)) if col == "test_data" else escape(str(v))
                         for col, v in zip(board.columns, row)])
-    if cards or (method is not None and method in BENCHES):
+    if cards or (job_name is not None and job_name != "forgery"):
         console.print(table)
     if not cards:
         full.to_csv(out / "leaderboard.csv", index=False)

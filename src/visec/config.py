@@ -51,11 +51,29 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_corruption(self) -> "DataConfig":
-        if self.corruption is not None:
-            from visec.data.corruptions import parse_corruption
-
-            parse_corruption(self.corruption)  # one-line error for an unknown name or bad value
+        corruption_spec(self.corruption)  # one-line error for an unknown name or bad value
         return self
+
+
+def corruption_spec(spec: str | None) -> tuple[str, float] | None:
+    """``"jpeg-70"`` -> ``("jpeg", 70.0)``, checked against the registered corruptions and their
+    ranges; ``None`` / ``"none"`` -> ``None``. Raises :class:`ConfigError` (one line, with "did you
+    mean") for an unknown name or a value outside the corruption's range."""
+    from visec.registry import CORRUPTIONS
+
+    if spec is None or spec == "none":
+        return None
+    name, sep, raw = spec.partition("-")
+    entry = CORRUPTIONS.get(name)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"corruption '{spec}': write NAME-VALUE, e.g. jpeg-70, blur-1.5, resize-0.5, "
+                          f"noise-4") from None
+    low, high = entry.meta["low"], entry.meta["high"]
+    if not sep or not low <= value <= high:
+        raise ConfigError(f"corruption '{spec}': {name} takes a value in [{low:g}, {high:g}]")
+    return name, value
 
 
 class TrainConfig(_Strict):
@@ -100,22 +118,20 @@ class RunConfig(_Strict):
     def _check_method(self) -> "RunConfig":
         from visec.registry import METHODS
 
-        entry = METHODS.get(self.method)  # raises with "did you mean"
-        if self.data.modality == "vis+nir" and "vis+nir" not in entry.meta.get("modalities", ()):
-            takes = [e.name for e in METHODS.entries() if "vis+nir" in e.meta.get("modalities", ())]
+        method = METHODS.get(self.method).obj  # raises with "did you mean"
+        if self.data.modality == "vis+nir" and "vis+nir" not in method.modalities:
+            takes = [e.name for e in METHODS.entries() if "vis+nir" in e.obj.modalities]
             raise ConfigError(f"method '{self.method}' takes one image per sample (data.modality=vis "
                               f"or nir); vis+nir needs a method with a NIR branch: {', '.join(takes) or 'none'}")
-        params_cls = entry.meta.get("params")
-        if params_cls is not None:
-            validated = _validate(params_cls, self.model, prefix="model")
-            object.__setattr__(self, "model", validated.model_dump(mode="json"))
+        validated = _validate(method.Params, self.model, prefix="model")
+        object.__setattr__(self, "model", validated.model_dump(mode="json"))
         return self
 
-    def method_params(self) -> BaseModel | dict[str, Any]:
+    def method_params(self) -> BaseModel:
+        """The method's own parameters (its ``Params`` class) from ``model.*``."""
         from visec.registry import METHODS
 
-        params_cls = METHODS.get(self.method).meta.get("params")
-        return params_cls(**self.model) if params_cls is not None else dict(self.model)
+        return METHODS.get(self.method).obj.Params(**self.model)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

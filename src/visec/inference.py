@@ -63,7 +63,8 @@ def detect(run: str | os.PathLike | Any, path: str | os.PathLike, *, n_frames: i
     from visec.engine import Engine
     from visec.preprocess.align import align_face
     from visec.preprocess.detect import build_detector, pick_face
-    from visec.preprocess.video import count_frames, read_frames, sample_indices
+    from visec.data.sampling import sample_indices
+    from visec.preprocess.video import count_frames, read_frames
 
     engine = run if isinstance(run, Engine) else Engine.from_run(run)
     module, _ = engine.load_module(checkpoint)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import importlib
+from importlib.metadata import entry_points
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -33,17 +33,23 @@ class Entry:
 class Registry:
     """A mapping of names to objects, with strict registration and helpful lookups."""
 
-    def __init__(self, kind: str, modules: tuple[str, ...] = ()) -> None:
+    def __init__(self, kind: str, group: str | None = None) -> None:
         self.kind = kind
-        self.modules = modules  # imported on first lookup: they register the built-in entries
+        # the entry-point group whose modules register the entries (visec's own, and any
+        # installed plugin's), loaded on first lookup
+        self.group = group
         self._entries: dict[str, Entry] = {}
-        self._loaded = not modules
+        self._loaded = group is None
 
     def _load(self) -> None:
         if not self._loaded:
             self._loaded = True
-            for mod in self.modules:
-                importlib.import_module(mod)
+            for ep in sorted(entry_points(group=self.group), key=lambda e: (e.value, e.name)):
+                ep.load()
+            if not self._entries:
+                raise RegistryError(f"no {self.kind} is registered: the package's entry points "
+                                    f"('{self.group}') are missing; install visec with pip "
+                                    f"(`make install` or `pip install -e .`)")
 
     def register(self, name: str | None = None, *, summary: str = "", **meta: Any) -> Callable:
         """Decorator registering ``obj`` under ``name`` (default: its ``__name__``)."""
@@ -55,6 +61,8 @@ class Registry:
             doc = summary or (obj.__doc__ or "").strip().splitlines()[0:1]
             text = doc if isinstance(doc, str) else (doc[0] if doc else "")
             self._entries[key] = Entry(key, obj, text, dict(meta))
+            if hasattr(obj, "registered"):  # a contract class learns its name (visec.engine.method)
+                obj.registered(key)
             return obj
 
         return deco
@@ -99,15 +107,17 @@ def unknown_name(kind: str, name: str, known_names) -> str:
     return f"unknown {kind} '{name}'{hint}{listing}"
 
 
-# Each registry imports only the modules that fill it, on first use; heavy libraries (timm,
-# facenet) are imported inside the registered factories, so a lookup stays cheap.
-METHODS = Registry("method", ("visec.methods",))
-BACKBONES = Registry("backbone", ("visec.models.backbones",))
-DATASETS = Registry("dataset", ("visec.data.builders",))
-DETECTORS = Registry("face detector", ("visec.preprocess.detect",))
-ATTACKS = Registry("attack", ("visec.attacks",))
-CORRUPTIONS = Registry("corruption", ("visec.data.corruptions",))
-BENCHES = Registry("bench job", ("visec.bench", "visec.identity.bench", "visec.methods.ancra.bench"))
+# Each registry loads, on first use, the modules named by its entry-point group in the package
+# metadata (pyproject.toml, ``[project.entry-points."visec.methods"]`` ...): the core never imports
+# the layers above it, and an installed plugin package adds entries the same way. Heavy libraries
+# (timm, facenet) are imported inside the registered factories, so a lookup stays cheap.
+METHODS = Registry("method", "visec.methods")
+BACKBONES = Registry("backbone", "visec.backbones")
+DATASETS = Registry("dataset", "visec.datasets")
+DETECTORS = Registry("face detector", "visec.face_detectors")
+ATTACKS = Registry("attack", "visec.attacks")
+CORRUPTIONS = Registry("corruption", "visec.corruptions")
+BENCHES = Registry("bench job", "visec.bench_jobs")
 
 REGISTRIES = {"methods": METHODS, "backbones": BACKBONES, "datasets": DATASETS,
               "face-detectors": DETECTORS, "attacks": ATTACKS, "corruptions": CORRUPTIONS,

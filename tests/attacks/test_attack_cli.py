@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from visec.attacks.runner import parse_eps
+from visec.apps.attack import parse_eps
 from visec.cli import main
 
 

@@ -12,7 +12,8 @@ from visec.attacks import (FGSM, PGD, Attack, AttackError, AttackOutcome, Robust
                            build_attack, detect_gradient_masking, robust_evaluate, standard_suite,
                            wilson_interval, worst_case)
 from visec.errors import RegistryError
-from visec.report.cards import ResultCard, flatten_metrics, leaderboard
+from visec.cards import ResultCard, flatten_metrics
+from visec.report.leaderboard import leaderboard
 
 
 def _outcome(name, success, **kw):

@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from visec.bench import Entrant, forgery_bench
+from visec.apps.bench import Entrant, forgery_bench
 from visec.data.corruptions import ROBUSTNESS_SWEEP
 from visec.data.synthetic import FAMILIES, make_synth_dataset
-from visec.report.cards import ResultCard
+from visec.cards import ResultCard
 
 TINY = Entrant("classifier", "tiny", ("model.backbone=tiny_cnn", "data.image_size=32"))
 QUICK = ["train.max_epochs=1", "train.bootstrap=20"]
@@ -69,14 +69,14 @@ def test_a_changed_config_does_not_overwrite_a_finished_run(bench):
 
 
 def test_the_default_entrants_build():
-    from visec.bench import DEFAULT_ENTRANTS
+    from visec.apps.bench import DEFAULT_ENTRANTS
     from visec.config import load_config
-    from visec.engine import build_module
+    from visec.engine.engine import card_name
 
     names = set()
     for e in DEFAULT_ENTRANTS:
         cfg = load_config(e.config, list(e.overrides))
-        names.add(build_module(cfg).card_method)
+        names.add(card_name(cfg))
     assert names == {"xception", "classifier/mobilenetv2+imagenet", "classifier/mobilenetv2"}
     assert any(e.loo for e in DEFAULT_ENTRANTS)  # the demo report has a leave-one-out table
 
@@ -123,7 +123,7 @@ def test_a_run_trained_on_other_images_is_not_reused(bench, tmp_path):
 def test_test_time_variants_and_modality_entrants_add_their_own_cards(bench, tmp_path):
     """ACMF's adaptation is tested on the intra checkpoint as a second card (not retrained);
     HFC-MFFD's registered NIR entrant gets a card named with its modality."""
-    from visec.bench import method_entrants
+    from visec.apps.bench import method_entrants
 
     out, data, _ = bench
     acmf = Entrant("acmf", "acmf-tiny", ("model.backbone=tiny_cnn", "data.image_size=32", "model.source_pool=16"),

@@ -9,9 +9,10 @@ import torch
 
 from visec.config import load_config
 from visec.engine import Engine
-from visec.engine.checkpoint import load_state_dict_file, save_checkpoint
+from visec.checkpoint import load_state_dict_file, save_checkpoint
 from visec.errors import CheckpointError, ConfigError, ManifestError
-from visec.report.cards import ResultCard, leaderboard
+from visec.cards import ResultCard
+from visec.report.leaderboard import leaderboard
 
 
 def _cfg(manifest, tmp_path, *extra):

@@ -3,8 +3,8 @@
 import json
 
 from visec.cli import main
-from visec.identity.bench import tit_bench
-from visec.report.cards import ResultCard, find_cards
+from visec.apps.bench_tit import tit_bench
+from visec.cards import ResultCard, find_cards
 
 
 def test_simulate_trace_explain_round_trip(tmp_path, capsys):

@@ -13,6 +13,7 @@ from torch import nn
 import visec.methods.acmf  # noqa: F401  (registers "acmf")
 from visec.config import load_config
 from visec.engine import Engine, build_module
+from visec.engine.engine import card_name
 from visec.methods.acmf import (ACMFNet, ForgeryAttentionConsistency, MaskedFrequency,
                                 attention_consistency, default_half_width, flood, masked_frequency)
 from visec.models.cam import GradCAM, grad_cam
@@ -231,9 +232,9 @@ def test_registered_with_the_paper_backbone_and_card_names():
     cfg = load_config("acmf")
     module = build_module(cfg)
     assert cfg.model["backbone"] == "xception" and cfg.model["mask_ratio"] == 0.1
-    assert module.card_method == "acmf"
-    assert build_module(load_config("acmf", ["model.fac=true"])).card_method == "acmf+fac"
-    assert build_module(load_config("acmf", ["model.backbone=mobilenetv2", "model.fac=true"])).card_method \
+    assert card_name(cfg) == "acmf"
+    assert card_name(load_config("acmf", ["model.fac=true"])) == "acmf+fac"
+    assert card_name(load_config("acmf", ["model.backbone=mobilenetv2", "model.fac=true"])) \
         == "acmf/mobilenetv2+fac"
     assert module.net.cam_layer() is module.net.backbone.conv3
     ffpp = load_config("acmf/ffpp")

@@ -11,7 +11,7 @@ from torch import nn
 from visec.attacks import PGD
 from visec.config import TrainConfig
 from visec.errors import ConfigError
-from visec.methods.ancra.lightning_model import AdversarialTrainer, AdversarialTrainingParams, AncraParams
+from visec.methods.ancra.lightning_model import AdversarialTrainer, AdversarialTrainingParams, AncraMethod, AncraParams
 from visec.methods.ancra.losses import (NegativeSamplingError, anc_loss, anc_similarity, anc_total,
                                         aux_ce_per_sample, ce_total, kl_per_sample, mart_loss,
                                         negative_indices, trades_kl, trades_kl_total)
@@ -284,7 +284,7 @@ def test_mart_loss_matches_its_definition():
 def _module(params_cls=AncraParams, **kw):
     torch.manual_seed(0)
     params = params_cls(arch="small_ra_cnn", arch_kwargs={"width": 4}, num_classes=3, **kw)
-    return AdversarialTrainer(params, TrainConfig(seed=0))
+    return AncraMethod.build(params, TrainConfig(seed=0))
 
 
 def test_trades_ancra_with_zeta_0_and_lambda_0_is_plain_trades():
@@ -358,7 +358,7 @@ def test_smoke_training_trades_ancra_on_gaussian_blobs():
     x = (0.8 * blobs + 0.1 * torch.rand(n, 8, 8, generator=g)).clamp(0, 1)[:, None].repeat(1, 3, 1, 1)
     torch.manual_seed(0)
     params = AncraParams(arch="small_ra_cnn", arch_kwargs={"width": 4}, num_classes=2, steps=3)
-    module = AdversarialTrainer(params, TrainConfig(seed=0))
+    module = AncraMethod.build(params, TrainConfig(seed=0))
     opt = torch.optim.SGD(module.net.parameters(), lr=0.05, momentum=0.9)
     epoch_losses = []
     for _ in range(2):
@@ -393,14 +393,14 @@ def test_trades_kl_attack_and_plain_negatives_options():
     assert torch.isfinite(module.losses({"image": x, "label": y})["loss"])
 
 
-def test_test_attack_suite_and_soft_mask_transfer():
+def test_evaluation_attacks_and_soft_mask_transfer():
     ra = _module(test_attacks=["fgsm", "pgd20", "cw20", "pgd20_softmask", "apgd_ce"])
-    suite = ra.test_attack_suite()
+    suite = ra.evaluation_attacks()
     assert list(suite) == ["fgsm", "pgd20", "cw20", "pgd20_softmask", "apgd_ce"]
     assert suite["pgd20_softmask"].access == "transfer" and suite["pgd20"].access == "white-box"
     assert all(a.eps == ra.params.eps for a in suite.values()) and suite["pgd20"].steps == 20
     plain = _module(AdversarialTrainingParams, test_attacks=["pgd20", "pgd20_softmask"])
-    assert list(plain.test_attack_suite()) == ["pgd20"]  # no RA, no surrogate
+    assert list(plain.evaluation_attacks()) == ["pgd20"]  # no RA, no surrogate
     x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
     ra.net.eval()
     x_adv = suite["pgd20_softmask"](x, y)

@@ -12,7 +12,7 @@ from visec.config import TrainConfig, load_config
 from visec.data.classification import ClassificationDataModule, load_cifar
 from visec.engine import Engine
 from visec.errors import ConfigError, DataError
-from visec.report.cards import ResultCard
+from visec.cards import ResultCard
 
 FAST = ["model.arch_kwargs={width: 8}", "train.bootstrap=0"]
 
@@ -125,11 +125,11 @@ def test_shipped_configs_validate(name):
 
 
 def test_milestones_make_a_multistep_schedule():
-    from visec.methods.ancra.lightning_model import AdversarialTrainer, AncraParams
+    from visec.methods.ancra import AncraMethod, AncraParams
 
     params = AncraParams(arch_kwargs={"width": 4})
-    module = AdversarialTrainer(params, TrainConfig(optimizer="sgd", lr=0.1, scheduler="multistep",
-                                                    milestones=[2, 4], max_epochs=6))
+    module = AncraMethod.build(params, TrainConfig(optimizer="sgd", lr=0.1, scheduler="multistep",
+                                                   milestones=[2, 4], max_epochs=6))
     setup = module.configure_optimizers()
     sched = setup["lr_scheduler"]["scheduler"]
     lrs = []
@@ -180,14 +180,14 @@ def test_visec_train_ancra_round_trip_writes_a_card(tmp_path):
     assert next(scores).read_text().startswith("index,label,clean_correct,fgsm_success")
     assert isinstance(robust["gradient_masking"], bool)
     # the checkpoint holds the pure RA network (final FC and no attack views)
-    from visec.engine.checkpoint import load_state_dict_file
+    from visec.checkpoint import load_state_dict_file
 
     state = load_state_dict_file(run / "best.safetensors")
     assert "fc.weight" in state and not any(k.startswith(("net.", "train_attack")) for k in state)
 
 
 def test_bench_job_writes_cards_and_a_report(tmp_path):
-    from visec.methods.ancra.bench import ancra_bench
+    from visec.apps.bench_ancra import ancra_bench
 
     paths = ancra_bench(tmp_path, overrides=["train.max_epochs=1", "train.limit_train_batches=2", "model.steps=2",
                                              "model.eval_steps=2", "model.test_attacks=[pgd20,pgd20_softmask]",

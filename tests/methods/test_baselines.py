@@ -7,6 +7,7 @@ import torch
 
 from visec.config import load_config
 from visec.engine import Engine, build_module
+from visec.engine.engine import card_name
 from visec.errors import CheckpointError
 from visec.registry import BACKBONES
 
@@ -14,7 +15,7 @@ from visec.registry import BACKBONES
 def test_xception_is_the_registered_baseline_with_its_paper_defaults():
     cfg = load_config("xception")
     module = build_module(cfg)
-    assert module.card_method == "xception"
+    assert card_name(cfg) == "xception"
     assert cfg.model["backbone"] == "xception" and cfg.model["dropout"] == 0.5
     out = module.net(torch.rand(2, 3, 64, 64))
     assert out.shape == (2, 1)
@@ -23,8 +24,8 @@ def test_xception_is_the_registered_baseline_with_its_paper_defaults():
 
 def test_card_names_say_backbone_and_pretraining():
     cfg = load_config("classifier", ["model.backbone=mobilenetv2", "model.weights=imagenet"])
-    assert build_module(cfg).card_method == "classifier/mobilenetv2+imagenet"
-    assert build_module(load_config("classifier", ["model.backbone=mobilenetv2"])).card_method == \
+    assert card_name(cfg) == "classifier/mobilenetv2+imagenet"
+    assert card_name(load_config("classifier", ["model.backbone=mobilenetv2"])) == \
         "classifier/mobilenetv2"
 
 

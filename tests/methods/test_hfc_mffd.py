@@ -13,6 +13,7 @@ import torch
 import visec.methods.hfc_mffd as hfc  # registers the method
 from visec.config import load_config
 from visec.engine import Engine, build_module
+from visec.engine.engine import card_name
 from visec.errors import ConfigError
 from visec.methods.hfc_mffd import (HFCMFFDNet, IntraAttentionHead, cal_stride, column_to_row_major,
                                     extract_patches, fit_fusion_logits, hfc_loss, hierarchical_decision,
@@ -154,7 +155,7 @@ def test_welford_equals_numpy_mean_and_population_variance():
 
 def test_dct_statistics_standardise_the_training_patches_and_travel_with_the_checkpoint(tmp_path,
                                                                                         one_torch_thread):
-    from visec.engine.checkpoint import load_into, load_state_dict_file, save_checkpoint
+    from visec.checkpoint import load_into, load_state_dict_file, save_checkpoint
 
     torch.manual_seed(0)
     images = torch.rand(10, 3, 32, 32) * torch.linspace(0.2, 1, 10).view(10, 1, 1, 1)
@@ -234,11 +235,11 @@ def test_patch_saliency_is_painted_back_with_overlaps_averaged(one_torch_thread)
 
 
 def test_registered_for_every_modality_and_checks_the_family_count(synth_small, tmp_path):
-    entry = METHODS.get("hfc_mffd")
-    assert entry.meta["modalities"] == ("vis", "nir", "vis+nir") and entry.meta["family"] == "forgery detection"
+    method = METHODS.get("hfc_mffd").obj
+    assert method.modalities == ("vis", "nir", "vis+nir") and method.family == "forgery detection"
     assert load_config("hfc_mffd", ["data.modality=vis+nir"]).data.modality == "vis+nir"
-    assert build_module(load_config("hfc_mffd", ["model.legacy_batch_axis_attention=true",
-                                                 "model.rgb_weights=null"])).card_method == \
+    assert card_name(load_config("hfc_mffd", ["model.legacy_batch_axis_attention=true",
+                                              "model.rgb_weights=null"])) == \
         "hfc_mffd+legacy-attention"
     ffpp = load_config("hfc_mffd/ffpp")
     assert ffpp.model["rgb_backbone"] == "resnet50" and ffpp.model["patch_size"] == 128

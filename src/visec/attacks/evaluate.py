@@ -261,9 +261,9 @@ class RobustReport:
     def to_card(self, method: str, data: str, *, train_data: str = "", protocol: str = "robust", seed: int = 0,
                 config: dict[str, Any] | None = None, selection: str = "n/a", notes: Iterable[str] = (),
                 extra: dict[str, Any] | None = None):
-        """A :class:`~visec.report.cards.ResultCard` (metrics from :meth:`to_metrics`; attack settings
+        """A :class:`~visec.cards.ResultCard` (metrics from :meth:`to_metrics`; attack settings
         under ``config["attacks"]``; masking flags and skipped attacks in ``notes`` and ``extra``)."""
-        from visec.report.cards import ResultCard
+        from visec.cards import ResultCard
 
         all_notes = list(notes) + list(self.notes)
         all_notes += [f"gradient masking suspected ({f.check}): {f.reason}" for f in self.gradient_masking]

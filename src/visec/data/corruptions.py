@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from visec.errors import ConfigError
+from visec.config import corruption_spec
 from visec.registry import CORRUPTIONS
 
 Corruption = Callable[..., np.ndarray]
@@ -66,18 +67,11 @@ def parse_corruption(spec: str | None) -> Callable[[np.ndarray, int], np.ndarray
     Raises :class:`ConfigError` (one line, with "did you mean") for an unknown name or a value
     outside the corruption's range.
     """
-    if spec is None or spec == "none":
+    parsed = corruption_spec(spec)
+    if parsed is None:
         return None
-    name, sep, raw = spec.partition("-")
+    name, value = parsed
     entry = CORRUPTIONS.get(name)
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"corruption '{spec}': write NAME-VALUE, e.g. jpeg-70, blur-1.5, resize-0.5, "
-                          f"noise-4") from None
-    low, high = entry.meta["low"], entry.meta["high"]
-    if not sep or not low <= value <= high:
-        raise ConfigError(f"corruption '{spec}': {name} takes a value in [{low:g}, {high:g}]")
     fn = partial(entry.obj, value=value)
     return lambda rgb, seed=0: fn(rgb, seed=seed)
 

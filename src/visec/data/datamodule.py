@@ -102,7 +102,7 @@ class FaceDataset(Dataset):
 
 def keep_frames_per_video(df: pd.DataFrame, n: int) -> pd.DataFrame:
     """Keep ``n`` evenly spaced frames of every video (all of them when a video has fewer)."""
-    from visec.preprocess.video import sample_indices
+    from visec.data.sampling import sample_indices
 
     parts = []
     for _, g in df.sort_values(["video_id", "frame_index"]).groupby("video_id", sort=True):

@@ -23,11 +23,12 @@ from lightning.pytorch.callbacks import Callback
 from visec.config import DataConfig, RunConfig, load_config
 from visec.data.datamodule import FaceDataModule
 from visec.data.manifest import read_manifest
-from visec.engine.checkpoint import (load_into, load_state_dict_file, read_sidecar,
+from visec.checkpoint import (load_into, load_state_dict_file, read_sidecar,
                                      save_checkpoint)
+from visec.engine.method import method_of
+from visec.engine.module import MethodModule
 from visec.errors import CheckpointError, ConfigError
-from visec.registry import METHODS
-from visec.report.cards import ResultCard, code_version
+from visec.cards import ResultCard, code_version
 
 CONFIG_FILE = "config.yaml"
 
@@ -47,28 +48,25 @@ warnings.filterwarnings("ignore", message=r".*it is recommended to use `Trainer\
 BEST, LAST, STATE = "best.safetensors", "last.safetensors", "last.ckpt"
 
 
-def build_module(cfg: RunConfig) -> L.LightningModule:
+def build_module(cfg: RunConfig) -> MethodModule:
     """Instantiate the registered method for ``cfg`` (random or local backbone weights).
 
     Every method's LightningModule keeps its pure ``nn.Module`` as ``.net`` (what checkpoints hold)
     and, after ``trainer.test``, a ``test_results`` dict with ``metrics`` and optionally ``scores``.
     """
-    return METHODS.get(cfg.method).obj(cfg.method_params(), cfg.train)
+    return method_of(cfg.method).build(cfg.method_params(), cfg.train)
 
 
-def card_name(module: L.LightningModule, cfg: RunConfig) -> str:
-    """The model name on a result card: the method's own name for its variant (``card_method``, e.g.
-    ``adversarial_training/trades+ancra``), with the modality when it is not visible light
-    (``hfc_mffd[nir]``)."""
-    name = getattr(module, "card_method", cfg.method)
+def card_name(cfg: RunConfig) -> str:
+    """The model name on a result card: the method's name for its variant (``Method.card_name``,
+    e.g. ``trades+ancra``), with the modality when it is not visible light (``hfc_mffd[nir]``)."""
+    name = method_of(cfg.method).card_name(cfg.method_params())
     return name + (f"[{cfg.data.modality}]" if cfg.data.modality != "vis" else "")
 
 
 def build_datamodule(cfg: RunConfig, data: DataConfig | None = None) -> L.LightningDataModule:
-    """The method's data module (``datamodule`` in its registry entry), by default the face manifest one."""
-    factory = METHODS.get(cfg.method).meta.get("datamodule")
-    data = data or cfg.data
-    return factory(data, cfg.train, cfg.method_params()) if factory else FaceDataModule(data, cfg.train)
+    """The method's data module (``Method.build_datamodule``; by default the face manifest one)."""
+    return method_of(cfg.method).build_datamodule(data or cfg.data, cfg.train, cfg.method_params())
 
 
 class SafetensorsCheckpoint(Callback):
@@ -240,7 +238,7 @@ class Engine:
             notes.append(f"{sum(len(v) for v in skipped.values())} unreadable image(s) skipped")
         n = len(res["scores"]) if res.get("scores") is not None else res.get("n", 0)
         card = ResultCard(
-            method=card_name(module, self.cfg), train_data=_data_name(self.cfg.data),
+            method=card_name(self.cfg), train_data=_data_name(self.cfg.data),
             test_data=f"{_data_name(data_cfg)}:{data_cfg.test_split}", protocol=protocol,
             seed=self.cfg.train.seed, metrics=res["metrics"], config=self.cfg.to_dict(),
             timings={"test_seconds": round(seconds, 3), "images_per_second": round(n / max(seconds, 1e-9), 2)},

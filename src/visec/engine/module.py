@@ -1,8 +1,22 @@
-"""The Lightning base class shared by every real/fake detector.
+"""The Lightning base classes of every method: :class:`MethodModule`, and :class:`BinaryDetector`
+for real/fake detectors.
 
-A method subclasses :class:`BinaryDetector`, builds its pure ``nn.Module`` and, when it has more
-than the binary cross-entropy, overrides :meth:`losses`. Evaluation, metric logging, DDP gathering
-and optimiser set-up live here once.
+A method's module takes ``(net, train_cfg, params)`` (see :class:`visec.engine.method.Method`),
+overrides :meth:`MethodModule.losses` when it has more than the binary cross-entropy, and expresses
+extra stages through the hooks below instead of re-wiring Lightning's. Evaluation, metric logging,
+DDP gathering and optimiser set-up live here once.
+
+Stage hooks (each a no-op by default):
+
+* :meth:`MethodModule.prepare_fit` — once before the first training epoch (HFC-MFFD's DCT
+  statistics pass);
+* :meth:`MethodModule.epoch_stage` — on each epoch's trained weights, before they are validated
+  and checkpointed (DeepFidelity's fidelity SVR refit);
+* :meth:`MethodModule.prepare_test` — before a test run (ACMF's labelled source pool);
+* :meth:`MethodModule.evaluation_attacks` — the attacks a robustness method is tested under
+  (ANCRA's suite);
+* :meth:`BinaryDetector.adapts_at_test` / :meth:`BinaryDetector.adapted_probabilities` —
+  transductive test-time adaptation (ACMF's per-video forgery-attention consistency).
 """
 
 from __future__ import annotations
@@ -55,17 +69,54 @@ class MethodModule(L.LightningModule):
     :meth:`_gathered` joins across DDP ranks, dropping the sampler's padding by sample index.
     """
 
-    def __init__(self, net: nn.Module, train_cfg: TrainConfig) -> None:
+    def __init__(self, net: nn.Module, train_cfg: TrainConfig, params: Any = None) -> None:
         super().__init__()
         self.net = net
         self.train_cfg = train_cfg
+        self.params = params  # the method's Params (its ``model.*`` config)
         self._eval: dict[str, list[torch.Tensor]] = {}
+        self._stage_step: int | None = None  # global step of the last epoch_stage
         self.val_results: dict[str, Any] | None = None
         self.test_results: dict[str, Any] | None = None
 
     @abstractmethod
     def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """All training losses; ``"loss"`` is the one to minimise."""
+
+    # -- stage hooks (the contract's extra stages) -------------------------------------------------
+    def prepare_fit(self) -> None:
+        """Once before the first training epoch, with the data module attached."""
+
+    def epoch_stage(self) -> None:
+        """On the weights of each finished epoch, before validation and the checkpoint save."""
+
+    def prepare_test(self) -> None:
+        """Before a test run, with the data module attached."""
+
+    def evaluation_attacks(self) -> dict[str, Any] | None:
+        """The attacks this method is evaluated under (name -> attack), or ``None``."""
+        return None
+
+    def on_fit_start(self) -> None:
+        self.prepare_fit()
+
+    def on_test_start(self) -> None:
+        self.prepare_test()
+
+    def _run_epoch_stage(self) -> None:
+        self.epoch_stage()
+        self._stage_step = self.trainer.global_step
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # last batch of the epoch: before validation and before the engine's checkpoint save
+        if batch_idx + 1 >= self.trainer.num_training_batches:
+            self._run_epoch_stage()
+
+    def on_validation_epoch_start(self) -> None:
+        # a validation in the middle of an epoch (val_check_interval < 1) sees current weights too
+        trainer = self.trainer
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and self._stage_step != trainer.global_step:
+            self._run_epoch_stage()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         losses = self.losses(batch)
@@ -109,11 +160,22 @@ class BinaryDetector(MethodModule):
         self._record("label", batch["label"])
         self._record("index", batch["index"])
 
+    def adapts_at_test(self) -> bool:
+        """Whether test scores come from :meth:`adapted_probabilities` (transductive adaptation)."""
+        return False
+
+    def adapted_probabilities(self, index: np.ndarray) -> torch.Tensor:
+        """Probabilities of fake for the test samples ``index`` (this rank's), after adaptation."""
+        raise NotImplementedError
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._collect(batch)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._collect(batch)
+        if not self.adapts_at_test():
+            return self._collect(batch)
+        self._record("label", batch["label"])  # scores come from adapted_probabilities at epoch end
+        self._record("index", batch["index"])
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         return {"index": batch["index"], "prob": torch.sigmoid(self(batch["image"]).float())}
@@ -171,5 +233,9 @@ class BinaryDetector(MethodModule):
         self.log("val_auc", flat["val/auc"], prog_bar=True, logger=False)  # shown on the progress bar
 
     def on_test_epoch_end(self) -> None:
+        if self.adapts_at_test() and self._eval:
+            index = torch.cat(self._eval["index"]).cpu().numpy()
+            with torch.enable_grad():
+                self._eval["prob"] = [self.adapted_probabilities(index).to(self.device)]
         split = self.trainer.datamodule.cfg.test_split
         self.test_results = self._evaluate(split, n_bootstrap=self.train_cfg.bootstrap)

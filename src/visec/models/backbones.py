@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from visec.engine.checkpoint import load_into, load_state_dict_file
+from visec.checkpoint import load_into, load_state_dict_file
 from visec.errors import CheckpointError
 from visec.registry import BACKBONES
 

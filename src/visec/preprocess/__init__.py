@@ -28,7 +28,8 @@ from visec.preprocess.detect import (
     pick_face,
 )
 from visec.preprocess.pipeline import PreprocessReport, preprocess
-from visec.preprocess.video import count_frames, read_frames, sample_indices
+from visec.data.sampling import sample_indices
+from visec.preprocess.video import count_frames, read_frames
 
 __all__ = [
     "REFERENCE_5PTS",

@@ -44,7 +44,8 @@ from visec.data.manifest import Manifest, make_record, read_manifest, write_mani
 from visec.errors import DataError, ManifestError, VisecError
 from visec.preprocess.align import align_face, transform_points
 from visec.preprocess.detect import build_detector, pick_face
-from visec.preprocess.video import count_frames, read_frames, sample_indices
+from visec.data.sampling import sample_indices
+from visec.preprocess.video import count_frames, read_frames
 
 __all__ = ["preprocess", "PreprocessReport", "DONE_DIR", "REPORT_NAME"]
 

@@ -1,7 +1,5 @@
-"""Frame sampling and reading with OpenCV.
+"""Frame reading with OpenCV (which frames to read: :func:`visec.data.sampling.sample_indices`).
 
-* :func:`sample_indices` spreads frames evenly over the *whole* video (the centre frame of each of
-  ``n`` equal segments), not the first ``n`` frames.
 * :func:`count_frames` trusts the container's frame count only after checking it: the last claimed
   frame must decode and the one after it must not; otherwise the frames are counted by decoding.
 * :func:`read_frames` seeks to each wanted frame and checks, through ``CAP_PROP_POS_FRAMES``, that
@@ -20,25 +18,7 @@ import numpy as np
 
 from visec.errors import DataError
 
-__all__ = ["sample_indices", "count_frames", "read_frames", "open_video"]
-
-
-def sample_indices(n_total: int, n: int) -> list[int]:
-    """``n`` evenly spaced frame indices over ``n_total`` frames (all frames if ``n >= n_total``).
-
-    Index ``i`` is the centre frame of the ``i``-th of ``n`` equal segments,
-    ``floor((i + 0.5) * n_total / n)``; e.g. ``sample_indices(10, 5) == [1, 3, 5, 7, 9]``.
-    The result is sorted and free of duplicates.
-    """
-    if isinstance(n, bool) or int(n) != n or n <= 0:
-        raise ValueError(f"number of frames to sample must be a positive integer, got {n!r}")
-    if isinstance(n_total, bool) or int(n_total) != n_total or n_total < 0:
-        raise ValueError(f"frame count must be a non-negative integer, got {n_total!r}")
-    n, n_total = int(n), int(n_total)
-    if n >= n_total:
-        return list(range(n_total))
-    # Segments are longer than one frame, so the centres are strictly increasing.
-    return [int((2 * i + 1) * n_total // (2 * n)) for i in range(n)]
+__all__ = ["count_frames", "read_frames", "open_video"]
 
 
 def open_video(path: str | os.PathLike):

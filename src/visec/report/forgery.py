@@ -17,7 +17,7 @@ import pandas as pd
 from visec.data.corruptions import ROBUSTNESS_SWEEP
 from visec.data.manifest import read_manifest
 from visec.metrics.classification import roc_auc
-from visec.report.cards import ResultCard
+from visec.cards import ResultCard
 from visec.report.html import HtmlReport
 
 INTRA, LOO = "intra", "leave-out:"

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from visec.engine.method import Method, check_backbones, with_backbone
 from visec.engine.module import BinaryDetector
 from visec.methods.acmf.torch_model import (ACMFNet, ForgeryAttentionConsistency, MaskedFrequency,
                                             default_half_width)
@@ -50,8 +51,7 @@ class ACMF(BinaryDetector):
     """Single-logit detector trained on MFR-masked inputs; optional FAC at test time."""
 
     def __init__(self, net: ACMFNet, train_cfg, params: ACMFParams) -> None:
-        super().__init__(net, train_cfg)
-        self.params = params
+        super().__init__(net, train_cfg, params)
         self.mfr = MaskedFrequency(params.mask_ratio, params.low_pass, params.mfr_mode, params.absolute)
         self.fac_adapter: ForgeryAttentionConsistency | None = None
 
@@ -92,24 +92,20 @@ class ACMF(BinaryDetector):
         items = [plain[i] for i in range(len(plain))]
         return torch.stack([it["image"] for it in items]), torch.stack([it["label"] for it in items])
 
-    def on_test_start(self) -> None:
+    def prepare_test(self) -> None:
         self.fac_adapter = None
         if self.params.fac:
             images, labels = self._source_pool()
             self.fac_adapter = self.make_adapter()
             self.fac_adapter.set_source(images.to(self.device), labels.to(self.device))
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        if not self.params.fac:
-            return super().test_step(batch, batch_idx)
-        self._record("label", batch["label"])  # scores come per video in on_test_epoch_end
-        self._record("index", batch["index"])
+    def adapts_at_test(self) -> bool:
+        return self.params.fac
 
-    def _fac_scores(self) -> None:
+    def adapted_probabilities(self, index: np.ndarray) -> torch.Tensor:
         """Adapt on every video this rank holds frames of (its whole video), score those frames."""
         assert self.fac_adapter is not None
         ds = self.trainer.datamodule.dataset(self.trainer.datamodule.cfg.test_split)
-        index = torch.cat(self._eval["index"]).cpu().numpy()
         videos = ds.df["video_id"].to_numpy()
         prob = np.zeros(len(index), dtype=np.float32)
         for vid in dict.fromkeys(videos[index]):  # first-seen order
@@ -119,13 +115,7 @@ class ACMF(BinaryDetector):
             by_row = dict(zip(rows.tolist(), torch.sigmoid(logits.float()).cpu().tolist()))
             mine = videos[index] == vid
             prob[mine] = [by_row[int(i)] for i in index[mine]]
-        self._eval["prob"] = [torch.from_numpy(prob).to(self.device)]
-
-    def on_test_epoch_end(self) -> None:
-        if self.params.fac and self._eval:
-            with torch.enable_grad():
-                self._fac_scores()
-        super().on_test_epoch_end()
+        return torch.from_numpy(prob)
 
     def adapt_and_predict(self, frames: torch.Tensor, key: str | None = None) -> torch.Tensor:
         """FAC on one video outside the engine: probabilities of fake ``(N,)`` after adaptation.
@@ -136,27 +126,27 @@ class ACMF(BinaryDetector):
         return torch.sigmoid(self.fac_adapter.adapt_and_predict(frames, key))
 
 
-def card_name(params: ACMFParams) -> str:
-    """``acmf`` / ``acmf+fac``; ``acmf/<backbone>[+imagenet|+pretrained][+fac]`` off the paper's backbone."""
-    from visec.methods.classifier.lightning_model import card_name as classifier_card_name
+@METHODS.register("acmf")
+class ACMFMethod(Method):
+    """masked frequency forgery representation on Xception; optional per-video forgery-attention-consistency test-time adaptation (model.fac=true)"""
 
-    return classifier_card_name("acmf", params, default_backbone="xception") + ("+fac" if params.fac else "")
+    family = "forgery detection"
+    Params = ACMFParams
+    Module = ACMF
+    bench = "forgery"
+    # `visec bench --method acmf` also tests the intra checkpoint with FAC (transductive)
+    bench_tests = (("model.fac=true",),)
+
+    @classmethod
+    def build_net(cls, params: ACMFParams) -> ACMFNet:
+        check_backbones(params.backbone)  # fail early with "did you mean"
+        return ACMFNet(params.backbone, str(params.weights) if params.weights else None, params.dropout,
+                       params.normalize, **params.backbone_kwargs)
+
+    @classmethod
+    def card_name(cls, params: ACMFParams) -> str:
+        """``acmf`` / ``acmf+fac``; ``acmf/<backbone>[+imagenet|+pretrained][+fac]`` off the paper's backbone."""
+        return with_backbone("acmf", params.backbone, params.weights, "xception") + ("+fac" if params.fac else "")
 
 
-@METHODS.register("acmf", params=ACMFParams, family="forgery detection",
-                  # `visec bench --method acmf` also tests the intra checkpoint with FAC (transductive)
-                  bench_tests=(("model.fac=true",),),
-                  summary="masked frequency forgery representation on Xception; optional per-video "
-                          "forgery-attention-consistency test-time adaptation (model.fac=true)")
-def build_acmf(params: ACMFParams, train_cfg) -> ACMF:
-    from visec.registry import BACKBONES
-
-    BACKBONES.get(params.backbone)  # fail early with "did you mean"
-    net = ACMFNet(params.backbone, str(params.weights) if params.weights else None, params.dropout,
-                  params.normalize, **params.backbone_kwargs)
-    module = ACMF(net, train_cfg, params)
-    module.card_method = card_name(params)
-    return module
-
-
-__all__ = ["ACMF", "ACMFParams", "build_acmf", "card_name", "default_half_width"]
+__all__ = ["ACMF", "ACMFMethod", "ACMFParams", "default_half_width"]

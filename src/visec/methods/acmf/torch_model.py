@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visec.methods.classifier.torch_model import BinaryClassifier
+from visec.models.classifier import BinaryClassifier
 from visec.models.cam import GradCAM
 from visec.preprocess.frequency import fft_highpass, low_frequency_box
 

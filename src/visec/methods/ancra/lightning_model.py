@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from visec.attacks import FGSM, PGD
 from visec.config import TrainConfig
+from visec.engine.method import Method
 from visec.engine.module import MethodModule
 from visec.errors import ConfigError
 from visec.methods.ancra.losses import (NegativeSamplingError, anc_total, aux_ce_per_sample, ce_total,
@@ -118,10 +119,8 @@ class AncraParams(AdversarialTrainingParams):
 class AdversarialTrainer(MethodModule):
     """The pure network is ``self.net`` (an :class:`RANet`; what checkpoints hold)."""
 
-    def __init__(self, params: AdversarialTrainingParams, train_cfg: TrainConfig) -> None:
-        super().__init__(build_net(params.arch, params.num_classes, ra=params.uses_ra, **params.arch_kwargs),
-                         train_cfg)
-        self.params = params
+    def __init__(self, net: RANet, train_cfg: TrainConfig, params: AdversarialTrainingParams) -> None:
+        super().__init__(net, train_cfg, params)
         self.net: RANet
         seed = train_cfg.seed
         common = dict(eps=params.eps, alpha=params.alpha, steps=params.steps, random_start=params.random_start,
@@ -130,8 +129,6 @@ class AdversarialTrainer(MethodModule):
         self.train_attack = PGD(WithAux(self.net), seed=seed, **common)
         self.negative_attack = PGD(WithAux(self.net), targeted=True, seed=seed + 1, **common)
         self._negative_gen = torch.Generator().manual_seed(seed + 2)
-        # the name on result cards: the procedure, and whether ANCRA is on (e.g. "trades+ancra")
-        self.card_method = f"{params.procedure}{'+ancra' if params.ancra else ''}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -203,7 +200,7 @@ class AdversarialTrainer(MethodModule):
         return {"loss": loss, **terms}
 
     # -- evaluation ----------------------------------------------------------------------------
-    def test_attack_suite(self) -> dict[str, Any]:
+    def evaluation_attacks(self) -> dict[str, Any]:
         """The test attacks (``params.test_attacks``), all at the training threat model."""
         from visec.attacks import AutoAttack, CWLinf, Transfer, build_attack
 
@@ -230,6 +227,7 @@ class AdversarialTrainer(MethodModule):
         return out
 
     def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
         # a fresh attack (same seed) every epoch, so every epoch is scored against the same starts
         p = self.params
         self._val_attack = PGD(self.net, eps=p.eps, alpha=p.eval_alpha or p.alpha, steps=p.eval_steps,
@@ -255,7 +253,7 @@ class AdversarialTrainer(MethodModule):
         self.log_dict({"val/clean_acc": clean, "val/robust_acc": robust}, prog_bar=True)
 
     def on_test_epoch_start(self) -> None:
-        self._test_attacks = self.test_attack_suite()
+        self._test_attacks = self.evaluation_attacks()
         self._seconds: dict[str, float] = {"clean": 0.0, **{k: 0.0 for k in self._test_attacks}}
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -307,20 +305,36 @@ def robust_results(report: Any, d: dict[str, np.ndarray], params: AdversarialTra
     return {"metrics": metrics, "scores": scores, "n": report.n}
 
 
-def build_datamodule(data_cfg, train_cfg, params):
-    from visec.data.classification import ClassificationDataModule
+@METHODS.register("adversarial_training")
+class AdversarialTrainingMethod(Method):
+    """PGD-AT / TRADES / MART (optionally +ANCRA) on digits or CIFAR; clean + robust accuracy"""
 
-    return ClassificationDataModule(data_cfg, train_cfg, params)
+    family = "adversarial robustness"
+    Params = AdversarialTrainingParams
+    Module = AdversarialTrainer
+    modalities = ("vis",)
+    config_name = "adversarial_training"
+    bench = "ancra"
+
+    @classmethod
+    def build_net(cls, params: AdversarialTrainingParams) -> RANet:
+        return build_net(params.arch, params.num_classes, ra=params.uses_ra, **params.arch_kwargs)
+
+    @classmethod
+    def card_name(cls, params: AdversarialTrainingParams) -> str:
+        """The procedure, and whether ANCRA is on (e.g. ``trades+ancra``)."""
+        return f"{params.procedure}{'+ancra' if params.ancra else ''}"
+
+    @classmethod
+    def build_datamodule(cls, data_cfg, train_cfg, params):
+        from visec.data.classification import ClassificationDataModule
+
+        return ClassificationDataModule(data_cfg, train_cfg, params)
 
 
-@METHODS.register("adversarial_training", params=AdversarialTrainingParams, family="adversarial robustness",
-                  datamodule=build_datamodule,
-                  summary="PGD-AT / TRADES / MART (optionally +ANCRA) on digits or CIFAR; clean + robust accuracy")
-def build_adversarial_training(params: AdversarialTrainingParams, train_cfg: TrainConfig) -> AdversarialTrainer:
-    return AdversarialTrainer(params, train_cfg)
+@METHODS.register("ancra")
+class AncraMethod(AdversarialTrainingMethod):
+    """ANCRA: asymmetric negative contrast + reverse attention on TRADES/PGD-AT/MART (arXiv 2310.03358)"""
 
-
-@METHODS.register("ancra", params=AncraParams, family="adversarial robustness", datamodule=build_datamodule,
-                  summary="ANCRA: asymmetric negative contrast + reverse attention on TRADES/PGD-AT/MART (arXiv 2310.03358)")
-def build_ancra(params: AncraParams, train_cfg: TrainConfig) -> AdversarialTrainer:
-    return AdversarialTrainer(params, train_cfg)
+    Params = AncraParams
+    config_name = "ancra"

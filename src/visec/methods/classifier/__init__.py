@@ -1,4 +1,8 @@
-from visec.methods.classifier.lightning_model import (Classifier, ClassifierParams, XceptionParams,
-                                                      build_classifier, build_xception)
+"""The plain baselines: ``classifier`` (any backbone + linear head) and ``xception`` (FaceForensics++).
 
-__all__ = ["Classifier", "ClassifierParams", "XceptionParams", "build_classifier", "build_xception"]
+The network is the shared :class:`visec.models.classifier.BinaryClassifier` (ACMF's body too)."""
+
+from visec.methods.classifier.lightning_model import (Classifier, ClassifierMethod, ClassifierParams,
+                                                      XceptionMethod, XceptionParams)
+
+__all__ = ["Classifier", "ClassifierMethod", "ClassifierParams", "XceptionMethod", "XceptionParams"]

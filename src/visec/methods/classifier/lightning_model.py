@@ -7,8 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from visec.engine.method import Method, check_backbones, with_backbone
 from visec.engine.module import BinaryDetector
-from visec.methods.classifier.torch_model import BinaryClassifier
+from visec.models.classifier import BinaryClassifier
 from visec.registry import METHODS
 
 
@@ -33,35 +34,31 @@ class Classifier(BinaryDetector):
     """Backbone + linear head trained with binary cross-entropy (the baseline of every paper)."""
 
 
-def card_name(method: str, params: ClassifierParams, default_backbone: str | None = None) -> str:
-    """``xception``; ``classifier/mobilenetv2+imagenet`` (the backbone when it is not the method's own,
-    by default the backbone of the method's name, and whether it started from pretrained weights)."""
-    name = method if params.backbone == (default_backbone or method) else f"{method}/{params.backbone}"
-    if params.weights:
-        name += "+imagenet" if str(params.weights) == "imagenet" else "+pretrained"
-    return name
+@METHODS.register("classifier")
+class ClassifierMethod(Method):
+    """backbone + linear head, BCE; the plain baseline (tiny_cnn, xception, mobilenetv2, ...)"""
+
+    family = "forgery detection"
+    Params = ClassifierParams
+    Module = Classifier
+    bench = "forgery"
+    default_backbone: str | None = None  # the backbone a card name leaves unsaid (default: the name)
+
+    @classmethod
+    def build_net(cls, params: ClassifierParams) -> BinaryClassifier:
+        check_backbones(params.backbone)
+        return BinaryClassifier(params.backbone, str(params.weights) if params.weights else None,
+                                params.dropout, params.normalize, **params.backbone_kwargs)
+
+    @classmethod
+    def card_name(cls, params: ClassifierParams) -> str:
+        """``xception``; ``classifier/mobilenetv2+imagenet`` (the backbone when it is not the
+        method's own, and whether it started from pretrained weights)."""
+        return with_backbone(cls.name, params.backbone, params.weights, cls.default_backbone)
 
 
-def _build(method: str):
-    def build(params: ClassifierParams, train_cfg) -> Classifier:
-        from visec.registry import BACKBONES
+@METHODS.register("xception")
+class XceptionMethod(ClassifierMethod):
+    """Xception baseline of FaceForensics++ (timm legacy_xception, dropout 0.5, linear head, BCE)"""
 
-        BACKBONES.get(params.backbone)  # fail early with "did you mean"
-        net = BinaryClassifier(params.backbone, str(params.weights) if params.weights else None,
-                               params.dropout, params.normalize, **params.backbone_kwargs)
-        module = Classifier(net, train_cfg)
-        module.card_method = card_name(method, params)
-        return module
-
-    build.__name__ = f"build_{method}"
-    return build
-
-
-build_classifier = METHODS.register(
-    "classifier", params=ClassifierParams, family="forgery detection",
-    summary="backbone + linear head, BCE; the plain baseline (tiny_cnn, xception, mobilenetv2, ...)",
-)(_build("classifier"))
-build_xception = METHODS.register(
-    "xception", params=XceptionParams, family="forgery detection",
-    summary="Xception baseline of FaceForensics++ (timm legacy_xception, dropout 0.5, linear head, BCE)",
-)(_build("xception"))
+    Params = XceptionParams

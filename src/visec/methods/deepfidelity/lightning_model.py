@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from visec.config import TrainConfig
+from visec.engine.method import Method
 from visec.engine.module import BinaryDetector, make_optimizer
 from visec.errors import ConfigError
 from visec.methods.deepfidelity.quality import build_quality, fidelity_targets
@@ -85,11 +86,9 @@ class DeepFidelity(BinaryDetector):
     """SSAAFormer classifier (stage A) + quality-aware fidelity SVR (stage B)."""
 
     def __init__(self, net: DeepFidelityNet, train_cfg: TrainConfig, params: DeepFidelityParams) -> None:
-        super().__init__(net, train_cfg)
-        self.params = params
+        super().__init__(net, train_cfg, params)
         self.quality = build_quality(params.quality)
         self._quality_cache: dict[int, float] = {}
-        self._svr_step: int | None = None
         self._warned = False
         self._last: dict[str, np.ndarray] = {}
         self.fit_info: dict[str, Any] = {}  # what the last stage-B fit saw (sizes, target ranges)
@@ -155,16 +154,9 @@ class DeepFidelity(BinaryDetector):
         return (p.min_lr + 0.5 * (cfg.lr - p.min_lr) * (1.0 + math.cos(math.pi * t))) / cfg.lr
 
     # -- stage B ---------------------------------------------------------------------------------
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # last batch of the epoch: before validation and before the engine's checkpoint save
-        if batch_idx + 1 >= self.trainer.num_training_batches:
-            self.refit_fidelity()
-
-    def on_validation_epoch_start(self) -> None:
-        # a validation in the middle of an epoch (val_check_interval < 1) sees current weights too
-        trainer = self.trainer
-        if trainer.state.fn == "fit" and not trainer.sanity_checking and self._svr_step != trainer.global_step:
-            self.refit_fidelity()
+    def epoch_stage(self) -> None:
+        """Stage B on each epoch's weights, so the checkpoint saved after it carries its SVR."""
+        self.refit_fidelity()
 
     def _train_view(self, dm=None):
         dm = dm if dm is not None else self.trainer.datamodule
@@ -232,7 +224,6 @@ class DeepFidelity(BinaryDetector):
         payload = trainer.strategy.broadcast(payload, src=0)
         self.net.svr.load_sklearn(payload["svr"])
         self.fit_info = payload["info"]
-        self._svr_step = trainer.global_step
 
     # -- evaluation ------------------------------------------------------------------------------
     def _scores(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -303,20 +294,26 @@ class DeepFidelity(BinaryDetector):
             self.train(was_training)
 
 
-def build_net(params: DeepFidelityParams, in_chans: int = 3) -> DeepFidelityNet:
-    backbone = SSAAFormer(params.depths, params.dims, params.head_dim, params.mlp_ratio,
-                          drop_path=params.drop_path, layer_scale=params.layer_scale,
-                          patch_sizes=params.patch_sizes, ssaa_stages=params.ssaa_stages,
-                          in_chans=in_chans, mix_token=params.mix_token)
-    return DeepFidelityNet(backbone, svr_capacity=params.svr_max_samples, normalize=params.normalize)
+@METHODS.register("deepfidelity")
+class DeepFidelityMethod(Method):
+    """SSAAFormer (mirror-symmetric local attention) + quality-aware fidelity SVR"""
+
+    family = "forgery detection"
+    Params = DeepFidelityParams
+    Module = DeepFidelity
+    bench = "forgery"
+
+    @classmethod
+    def build_net(cls, params: DeepFidelityParams) -> DeepFidelityNet:
+        backbone = SSAAFormer(params.depths, params.dims, params.head_dim, params.mlp_ratio,
+                              drop_path=params.drop_path, layer_scale=params.layer_scale,
+                              patch_sizes=params.patch_sizes, ssaa_stages=params.ssaa_stages,
+                              in_chans=3, mix_token=params.mix_token)
+        return DeepFidelityNet(backbone, svr_capacity=params.svr_max_samples, normalize=params.normalize)
+
+    @classmethod
+    def card_name(cls, params: DeepFidelityParams) -> str:
+        return "deepfidelity" + ("+mixtoken" if params.mix_token else "")
 
 
-@METHODS.register("deepfidelity", params=DeepFidelityParams, family="forgery detection",
-                  summary="SSAAFormer (mirror-symmetric local attention) + quality-aware fidelity SVR")
-def build_deepfidelity(params: DeepFidelityParams, train_cfg: TrainConfig) -> DeepFidelity:
-    module = DeepFidelity(build_net(params), train_cfg, params)
-    module.card_method = "deepfidelity" + ("+mixtoken" if params.mix_token else "")
-    return module
-
-
-__all__ = ["DeepFidelity", "DeepFidelityParams", "build_deepfidelity", "build_net"]
+__all__ = ["DeepFidelity", "DeepFidelityMethod", "DeepFidelityParams"]

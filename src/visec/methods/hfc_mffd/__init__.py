@@ -4,14 +4,14 @@ Importing this package registers the method ``hfc_mffd``. See ``README.md`` in t
 paper, the equations and where visec departs from the official code.
 """
 
-from visec.methods.hfc_mffd.lightning_model import HFCMFFD, HFCParams, build_hfc_mffd, build_net, dct_statistics
+from visec.methods.hfc_mffd.lightning_model import HFCMFFD, HFCMethod, HFCParams, dct_statistics
 from visec.methods.hfc_mffd.torch_model import (BRANCHES, HFCMFFDNet, IntraAttentionHead, PatchBranch, cal_stride,
                                                 column_to_row_major, extract_patches, fit_fusion_logits, hfc_loss,
                                                 hierarchical_decision, image_head_weight_column_to_row, nine_crops,
                                                 one_channel_stem, paint_patches, patch_offsets, patches_column_to_row,
                                                 split_modalities)
 
-__all__ = ["HFCMFFD", "HFCParams", "build_hfc_mffd", "build_net", "dct_statistics", "BRANCHES", "HFCMFFDNet",
+__all__ = ["HFCMFFD", "HFCParams", "HFCMethod", "dct_statistics", "BRANCHES", "HFCMFFDNet",
            "IntraAttentionHead", "PatchBranch", "cal_stride", "column_to_row_major", "extract_patches",
            "fit_fusion_logits", "hfc_loss", "hierarchical_decision", "image_head_weight_column_to_row",
            "nine_crops", "one_channel_stem", "paint_patches", "patch_offsets", "patches_column_to_row",

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from visec.engine.method import Method, check_backbones
 from visec.engine.module import BinaryDetector, configure_optimizers
 from visec.errors import ConfigError
 from visec.methods.hfc_mffd.torch_model import (BRANCHES, HFCMFFDNet, extract_patches, fit_fusion_logits,
@@ -51,16 +52,6 @@ class HFCParams(BaseModel):
     welford_max_images: int | None = Field(None, ge=1)  # cap on training images for the DCT statistics
 
 
-def build_net(p: HFCParams) -> HFCMFFDNet:
-    return HFCMFFDNet(patch_size=p.patch_size, per_side=p.patches_per_side, num_families=p.num_families,
-                      rgb_backbone=p.rgb_backbone, rgb_weights=p.rgb_weights, dct_backbone=p.dct_backbone,
-                      dct_weights=p.dct_weights, rgb_backbone_kwargs=p.rgb_backbone_kwargs,
-                      dct_backbone_kwargs=p.dct_backbone_kwargs, normalize=p.normalize, d_model=p.d_model,
-                      nhead=p.nhead, ffn_dim=p.ffn_dim, patch_hidden=p.patch_hidden, image_hidden=p.image_hidden,
-                      attn_dropout=p.attn_dropout, dropout=p.dropout, fusion=p.fusion,
-                      legacy_batch_axis_attention=p.legacy_batch_axis_attention)
-
-
 @torch.no_grad()
 def dct_statistics(loader, k: int, per_side: int = 3, max_images: int | None = None) -> WelfordStats:
     """Per-coefficient mean and variance of the orthonormal DCT of every gray training patch."""
@@ -83,8 +74,7 @@ class HFCMFFD(BinaryDetector):
     net: HFCMFFDNet
 
     def __init__(self, net: HFCMFFDNet, train_cfg, params: HFCParams) -> None:
-        super().__init__(net, train_cfg)
-        self.params = params
+        super().__init__(net, train_cfg, params)
         self._last: dict[str, np.ndarray] = {}
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -99,7 +89,7 @@ class HFCMFFD(BinaryDetector):
             raise ConfigError(f"the manifest has {len(fams)} fake families ({', '.join(fams) or 'none'}) but "
                               f"model.num_families={self.net.num_families}; set model.num_families={len(fams)}")
 
-    def on_fit_start(self) -> None:
+    def prepare_fit(self) -> None:
         """Welford pass over the training patches, once (skipped when the statistics came with a
         resumed checkpoint)."""
         if float(self.net.dct_count) > 0:
@@ -245,26 +235,36 @@ class HFCMFFD(BinaryDetector):
             self.train(was_training)
 
 
-def _card_name(p: HFCParams) -> str:
-    name = "hfc_mffd"
-    if p.legacy_batch_axis_attention:
-        name += "+legacy-attention"
-    if p.fusion == "sum":
-        name += "+sum-fusion"
-    return name
+@METHODS.register("hfc_mffd")
+class HFCMethod(Method):
+    """HFC-MFFD: patch RGB + DCT branches, intra-attention, hierarchical real/fake -> forgery type; VIS, NIR and VIS+NIR"""
 
+    family = "forgery detection"
+    Params = HFCParams
+    Module = HFCMFFD
+    modalities = ("vis", "nir", "vis+nir")
+    bench = "forgery"
+    # `visec bench --method hfc_mffd` also trains on the NIR twin and on VIS+NIR (intra only)
+    bench_entrants = (("nir", ("data.modality=nir",), False, False),
+                      ("vis+nir", ("data.modality=vis+nir",), False, False))
 
-@METHODS.register("hfc_mffd", params=HFCParams, family="forgery detection", modalities=("vis", "nir", "vis+nir"),
-                  # `visec bench --method hfc_mffd` also trains on the NIR twin and on VIS+NIR (intra only)
-                  bench_entrants=(("nir", ("data.modality=nir",), False, False),
-                                  ("vis+nir", ("data.modality=vis+nir",), False, False)),
-                  summary="HFC-MFFD: patch RGB + DCT branches, intra-attention, hierarchical real/fake -> "
-                          "forgery type; VIS, NIR and VIS+NIR")
-def build_hfc_mffd(params: HFCParams, train_cfg) -> HFCMFFD:
-    from visec.registry import BACKBONES
+    @classmethod
+    def build_net(cls, params: HFCParams) -> HFCMFFDNet:
+        check_backbones(params.rgb_backbone, params.dct_backbone)  # "did you mean" before anything is built
+        p = params
+        return HFCMFFDNet(patch_size=p.patch_size, per_side=p.patches_per_side, num_families=p.num_families,
+                          rgb_backbone=p.rgb_backbone, rgb_weights=p.rgb_weights, dct_backbone=p.dct_backbone,
+                          dct_weights=p.dct_weights, rgb_backbone_kwargs=p.rgb_backbone_kwargs,
+                          dct_backbone_kwargs=p.dct_backbone_kwargs, normalize=p.normalize, d_model=p.d_model,
+                          nhead=p.nhead, ffn_dim=p.ffn_dim, patch_hidden=p.patch_hidden,
+                          image_hidden=p.image_hidden, attn_dropout=p.attn_dropout, dropout=p.dropout,
+                          fusion=p.fusion, legacy_batch_axis_attention=p.legacy_batch_axis_attention)
 
-    BACKBONES.get(params.rgb_backbone)  # "did you mean" before anything is built
-    BACKBONES.get(params.dct_backbone)
-    module = HFCMFFD(build_net(params), train_cfg, params)
-    module.card_method = _card_name(params)
-    return module
+    @classmethod
+    def card_name(cls, params: HFCParams) -> str:
+        name = "hfc_mffd"
+        if params.legacy_batch_axis_attention:
+            name += "+legacy-attention"
+        if params.fusion == "sum":
+            name += "+sum-fusion"
+        return name

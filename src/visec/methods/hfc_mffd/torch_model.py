@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visec.methods.classifier.torch_model import Normalize
+from visec.models.classifier import Normalize
 from visec.models.backbones import IMAGENET_MEAN, IMAGENET_STD
 from visec.preprocess.frequency import WelfordStats, dct2
 

@@ -1,5 +1,8 @@
 """Result cards: one JSON file per evaluation, the unit every table and report is built from.
 
+Part of the core layer: the engine, the attacks and the applications all write cards, so they live
+below every one of them (``visec.report.leaderboard`` tabulates them).
+
 In the spirit of RobustBench's model cards: a card says what was evaluated (method, data,
 protocol, seed), what came out (metrics with confidence intervals), and how to reproduce it
 (full config, code version, timings). ``visec bench`` and the leaderboard read cards only.
@@ -15,8 +18,6 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
-
-import pandas as pd
 
 from visec.errors import VisecError
 
@@ -127,26 +128,6 @@ def flatten_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 
     walk("", metrics)
     return flat
-
-
-def leaderboard(cards: Iterable[ResultCard], metrics: list[str] | None = None) -> pd.DataFrame:
-    """One row per card: identity columns plus flattened metric values (no CI columns)."""
-    rows = []
-    for c in cards:
-        row = {"method": c.method, "train_data": c.train_data, "test_data": c.test_data,
-               "protocol": c.protocol, "seed": c.seed, "selection": c.selection}
-        flat = {k: v for k, v in flatten_metrics(c.metrics).items() if not k.endswith("_ci")}
-        if metrics is not None:
-            flat = {k: flat.get(k) for k in metrics}
-        row.update(flat)
-        rows.append(row)
-    if not rows:
-        raise VisecError("no result cards to tabulate")
-    df = pd.DataFrame(rows)
-    sort_key = next((k for k in ("video/auc", "frame/auc") if k in df.columns), None)
-    if sort_key:
-        df = df.sort_values(sort_key, ascending=False, kind="stable", na_position="last")
-    return df.reset_index(drop=True)
 
 
 def _json_default(obj: Any) -> Any:

@@ -45,7 +45,7 @@ def run_attack(run_dir: str | Path, method: str = "pgd", *, checkpoint: str | Pa
     Returns ``(report, card, card_path)``; the card goes to ``OUT/cards`` (default
     ``RUN_DIR/attacks/cards``) with a per-sample CSV beside it.
     """
-    from visec.engine.engine import BEST, Engine, build_datamodule
+    from visec.engine.engine import BEST, Engine, build_datamodule, card_name
 
     run_dir = Path(run_dir)
     eps_value = parse_eps(eps)
@@ -89,7 +89,7 @@ def run_attack(run_dir: str | Path, method: str = "pgd", *, checkpoint: str | Pa
     threat = next(iter(attacks.values()))
     eps_text = str(eps).replace("/", "-") if threat.norm != "unbounded" else "min-norm"
     card = report.to_card(
-        method=getattr(module, "card_method", engine.cfg.method), data=f"{data_name}:{data_cfg.test_split}",
+        method=card_name(engine.cfg), data=f"{data_name}:{data_cfg.test_split}",
         train_data=str(engine.cfg.data.manifest or engine.cfg.data.dataset or "none"),
         protocol=f"attack-{label}-{threat.norm}-{eps_text}", seed=seed, config=engine.cfg.to_dict(),
         selection=meta.get("selection", engine.cfg.train.select_on),

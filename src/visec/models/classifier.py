@@ -1,4 +1,5 @@
-"""A backbone + linear head binary classifier, the plain baseline every detector is compared to."""
+"""Shared model parts: input normalisation inside the model, and backbone + linear head (the plain
+baseline every detector is compared to, and the body of ACMF)."""
 
 from __future__ import annotations
 

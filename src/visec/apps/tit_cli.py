@@ -36,7 +36,7 @@ def trace_cmd(population: Path = typer.Option(..., "--population", help="Populat
               out: Path = typer.Option(Path("runs/tit"), "--out", help="Folder for result cards and the report."),
               seed: int = typer.Option(0, "--seed")) -> None:
     """Trace every query with TIT and the baselines; print a JSON summary and write cards + report."""
-    from visec.identity.bench import HEADLINE, evaluation_card, tit_report
+    from visec.apps.bench_tit import HEADLINE, evaluation_card, tit_report
     from visec.identity.evaluate import run_baselines
     from visec.identity.schema import read_population, read_queries
 

@@ -36,10 +36,10 @@ from visec.data.corruptions import ROBUSTNESS_SWEEP
 from visec.data.datamodule import fake_families
 from visec.data.manifest import read_manifest
 from visec.engine import Engine
-from visec.engine.engine import CONFIG_FILE, STATE, build_module, card_name
+from visec.engine.engine import CONFIG_FILE, STATE, card_name
 from visec.errors import ConfigError
 from visec.registry import BENCHES, METHODS
-from visec.report.cards import ResultCard
+from visec.cards import ResultCard
 
 FIT_DONE = "fit.json"
 
@@ -73,7 +73,7 @@ DEFAULT_ENTRANTS = (
 
 
 def forgery_methods() -> list[str]:
-    return [e.name for e in METHODS.entries() if e.meta.get("family") == "forgery detection"]
+    return [e.name for e in METHODS.entries() if e.obj.bench == "forgery"]
 
 
 def method_entrants(method: str) -> list[Entrant]:
@@ -85,9 +85,9 @@ def method_entrants(method: str) -> list[Entrant]:
 
         raise ConfigError(unknown_name("forgery-detection method or bench job", method,
                                        [*forgery_methods(), *BENCHES.names()]))
-    meta = METHODS.get(method).meta
-    out = [Entrant(method, method, test_variants=tuple(tuple(v) for v in meta.get("bench_tests", ())))]
-    for suffix, overrides, loo, sweep in meta.get("bench_entrants", ()):
+    spec = METHODS.get(method).obj
+    out = [Entrant(method, method, test_variants=tuple(tuple(v) for v in spec.bench_tests))]
+    for suffix, overrides, loo, sweep in spec.bench_entrants:
         out.append(Entrant(method, f"{method}-{suffix}", tuple(overrides), loo=loo, sweep=sweep))
     return out
 
@@ -173,7 +173,7 @@ def _run(plan: _Plan, manifest: Path, images: str, out: Path, seed: int, extra: 
     for eng, corruption in tests:
         protocol = plan.protocol + (f"+{corruption}" if corruption else "")
         if id(eng) not in names:  # the card name of each engine's config, built once
-            names[id(eng)] = card_name(build_module(eng.cfg), eng.cfg)
+            names[id(eng)] = card_name(eng.cfg)
         key = (names[id(eng)], protocol)
         if key in have:
             cards.append(have[key])

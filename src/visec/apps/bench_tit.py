@@ -10,7 +10,7 @@ from rich.console import Console
 from visec.identity.evaluate import Evaluation, core_set_summary, run_regimes, summary_table
 from visec.identity.simulate import simulate
 from visec.registry import BENCHES
-from visec.report.cards import ResultCard
+from visec.cards import ResultCard
 from visec.report.html import HtmlReport
 
 HEADLINE = ("top1_accuracy", "false_identification_rate", "rejection_rate", "mean_attributes_used",

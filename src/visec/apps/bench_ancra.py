@@ -23,7 +23,7 @@ from rich.console import Console
 from visec.config import load_config
 from visec.engine import Engine
 from visec.registry import BENCHES
-from visec.report.cards import ResultCard
+from visec.cards import ResultCard
 from visec.report.html import HtmlReport
 
 # (run name, method, overrides): the five models of the comparison
