@@ -10,8 +10,9 @@ from typing import Any, Callable
 from torch import nn
 
 from visec.attacks.base import AttackError
-from visec.attacks.evaluate import (SUITE_NAMES, RobustReport, attack_params, build_attack, robust_evaluate,
-                                    standard_suite)
+from visec.attacks.evaluate import robust_evaluate
+from visec.attacks.report import RobustReport
+from visec.attacks.suite import SUITE_NAMES, attack_params, build_attack, standard_suite
 
 
 def parse_eps(text: str | float) -> float:

@@ -16,13 +16,15 @@ from visec.attacks.mifgsm import DIFGSM, DITIMIFGSM, TIFGSM, TransferFGSM
 from visec.attacks.cw import CWL2, CWLinf
 from visec.attacks.autoattack import APGD, APGDCE, APGDDLR, APGDT, AutoAttack, dlr_loss, dlr_targeted_loss
 from visec.attacks.blackbox import Square, Transfer
-from visec.attacks.evaluate import (AttackOutcome, MaskingFlag, RobustReport, build_attack,
-                                    detect_gradient_masking, robust_evaluate, standard_suite,
-                                    wilson_interval, worst_case)
+from visec.attacks.suite import SUITE_NAMES, Suite, attack_params, build_attack, standard_suite
+from visec.attacks.report import AttackOutcome, MaskingFlag, RobustReport, wilson_interval, worst_case
+from visec.attacks.masking import detect_gradient_masking
+from visec.attacks.evaluate import robust_evaluate
 
 __all__ = ["Attack", "AttackError", "cross_entropy", "margin_loss", "dlr_loss", "dlr_targeted_loss",
            "default_logits", "predict_labels", "num_classes", "project", "lp_norm",
            "PGD", "FGSM", "TransferFGSM", "DIFGSM", "TIFGSM", "DITIMIFGSM", "CWL2", "CWLinf",
            "APGD", "APGDCE", "APGDDLR", "APGDT", "AutoAttack", "Square", "Transfer",
            "robust_evaluate", "RobustReport", "AttackOutcome", "MaskingFlag", "standard_suite",
-           "build_attack", "detect_gradient_masking", "worst_case", "wilson_interval"]
+           "build_attack", "detect_gradient_masking", "worst_case", "wilson_interval", "Suite", "SUITE_NAMES",
+           "attack_params"]
