@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from visec.errors import VisecError
+from visec.utils import json_safe
 
 CARD_VERSION = 1
 CARD_SUFFIX = ".card.json"
@@ -74,7 +75,7 @@ class ResultCard:
             path = Path(path) / f"{self.slug()}{CARD_SUFFIX}"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(json_safe(self.to_dict()), indent=2) + "\n")
         os.replace(tmp, path)
         return path
 
@@ -128,13 +129,3 @@ def flatten_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 
     walk("", metrics)
     return flat
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

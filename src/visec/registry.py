@@ -13,13 +13,13 @@ glob pattern, and get a "did you mean" suggestion on a typo::
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 from importlib.metadata import entry_points
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from visec.errors import RegistryError
+from visec.utils import unknown_name
 
 
 @dataclass(frozen=True)
@@ -96,15 +96,6 @@ class Registry:
 
     def _unknown(self, name: str) -> str:
         return unknown_name(self.kind, name, self._entries)
-
-
-def unknown_name(kind: str, name: str, known_names) -> str:
-    """The one-line message for an unknown name, with "did you mean" or the list of known names."""
-    known = sorted(known_names)
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    listing = f"; known: {', '.join(known)}" if known and not close else ""
-    return f"unknown {kind} '{name}'{hint}{listing}"
 
 
 # Each registry loads, on first use, the modules named by its entry-point group in the package

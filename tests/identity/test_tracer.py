@@ -28,7 +28,7 @@ from visec.identity import (
 )
 from visec.identity.entropy import entropy_bits
 from visec.identity.simulate import SEPARATING
-from visec.identity.tracer import crisp_gain, noisy_gain
+from visec.identity.gain import crisp_gain, noisy_gain
 
 
 def random_table(rng, n, m, card=3, missing=0.0):

@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 from rich.console import Console
 
+from visec.identity.baselines import TRACERS
 from visec.identity.evaluate import Evaluation, core_set_summary, run_regimes, summary_table
 from visec.identity.simulate import simulate
 from visec.registry import BENCHES
@@ -15,9 +16,7 @@ from visec.report.html import HtmlReport
 
 HEADLINE = ("top1_accuracy", "false_identification_rate", "rejection_rate", "mean_attributes_used",
             "mean_final_entropy")
-LABELS = {"tit": "TIT (expected information gain)", "tit_cost": "TIT (gain per cost)",
-          "face_only": "face-ID only", "random_order": "random attribute order",
-          "most_unique_first": "fixed most-unique-first order", "naive_bayes_all": "all-attributes naive Bayes"}
+LABELS = {e.name: e.summary for e in TRACERS.entries()}  # method name -> its label in plots and tables
 
 
 def evaluation_card(ev: Evaluation, *, population: str, queries: str, protocol: str, seed: int,

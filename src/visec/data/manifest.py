@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from visec.errors import ManifestError
+from visec.utils import json_safe
 
 SPLITS = ("train", "val", "test")
 MEDIA = ("image", "video")
@@ -198,7 +199,7 @@ def write_manifest(records: Iterable[dict[str, Any]] | pd.DataFrame, out: str | 
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         for row in df.to_dict(orient="records"):
-            clean = {k: _plain(v) for k, v in row.items() if not _is_missing(v)}
+            clean = json_safe({k: v for k, v in row.items() if not _is_missing(v)})
             fh.write(json.dumps(clean, sort_keys=False) + "\n")
     os.replace(tmp, out)
     return out
@@ -257,9 +258,3 @@ def seeded_split(groups: Sequence[str], seed: int = 0,
 
 def _is_missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and np.isnan(v))
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    return v

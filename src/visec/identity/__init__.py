@@ -11,7 +11,9 @@ code exists, so every definition here is the documented reconstruction of the me
 * attribute schema and files (:mod:`.schema`): CSV population + JSON sidecar;
 * observation model (:mod:`.encoding`): reliability + confusion per attribute;
 * tracer (:mod:`.tracer`): greedy expected-information-gain tracing, crisp or noisy, with an
-  epsilon/tau stopping rule and a reject option; baselines; interpretable :class:`Trace`;
+  epsilon/tau stopping rule and a reject option; its gain maths (:mod:`.gain`), posterior
+  (:mod:`.posterior`) and interpretable results (:mod:`.results`: :class:`Trace`);
+* baselines (:mod:`.baselines`): the :data:`TRACERS` registry of TIT and its baselines;
 * simulator (:mod:`.simulate`): a seeded 1000 x 20 population with twins, three query regimes;
 * evaluation (:mod:`.evaluate`): top-1 accuracy, false-identification and rejection rates, ...
 
@@ -57,22 +59,14 @@ from visec.identity.schema import (
     write_queries,
 )
 from visec.identity.simulate import REGIMES, Simulation, dataset_hash, simulate, write_simulation
-from visec.identity.tracer import (
-    BASELINES,
-    METHODS,
-    Explanation,
-    Trace,
-    TraceStep,
-    Tracer,
-    explain,
-    make_tracer,
-    trace,
-)
+from visec.identity.baselines import BASELINES, METHODS, TRACERS, make_tracer
+from visec.identity.results import Explanation, Trace, TraceStep
+from visec.identity.tracer import Tracer, explain, trace
 
 __all__ = [
     "AttributeSpec", "BASELINES", "CoreSet", "DEFAULT_METHODS", "EncodedPopulation", "Evaluation",
     "Explanation", "IdentityError", "METHODS", "ObjectIndexError", "REGIMES", "Schema", "SchemaError",
-    "Simulation", "Trace", "TraceStep", "Tracer", "UnknownAttributeError", "attribute_entropies",
+    "Simulation", "TRACERS", "Trace", "TraceStep", "Tracer", "UnknownAttributeError", "attribute_entropies",
     "conditional_identity_entropy", "core_identification_set", "core_identification_sets",
     "core_set_summary", "dataset_hash", "encode_population", "entropy_bits", "entropy_curve", "evaluate",
     "explain", "identity_entropy", "individual_conditional_entropies", "individual_conditional_entropy",

@@ -41,6 +41,7 @@ import pandas as pd
 from visec.identity.encoding import EncodedPopulation, encode_population
 from visec.identity.errors import IdentityError
 from visec.identity.schema import Schema
+from visec.utils import json_safe
 
 _PAIRWISE_LIMIT = 200_000  # objects; the wildcard path with many missing-value patterns is O(N^2)
 
@@ -209,8 +210,7 @@ class CoreSet:
         return len(self.attributes)
 
     def to_dict(self) -> dict[str, Any]:
-        oid = self.object_id.item() if hasattr(self.object_id, "item") else self.object_id
-        return {"index": self.index, "object_id": oid, "attributes": list(self.attributes),
+        return {"index": self.index, "object_id": json_safe(self.object_id), "attributes": list(self.attributes),
                 "size": self.size, "residual_entropy": self.residual_entropy,
                 "identifiable": self.identifiable, "method": self.method, "cost": self.cost}
 

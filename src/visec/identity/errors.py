@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Iterable
 
 from visec.errors import VisecError
+from visec.utils import did_you_mean
 
 
 class IdentityError(VisecError, ValueError):
@@ -33,7 +33,5 @@ class ObjectIndexError(IdentityError, IndexError):
 def unknown_attribute(name: object, known: Iterable[str]) -> UnknownAttributeError:
     """An :class:`UnknownAttributeError` with a "did you mean" hint."""
     known = list(known)
-    close = difflib.get_close_matches(str(name), known, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(known[:12])}" + (
-        ", ..." if len(known) > 12 else "")
+    hint = did_you_mean(name, known) or f"; known: {', '.join(known[:12])}" + (", ..." if len(known) > 12 else "")
     return UnknownAttributeError(f"unknown attribute '{name}'{hint}")

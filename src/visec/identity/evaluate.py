@@ -33,7 +33,9 @@ from visec.identity.encoding import encode_population
 from visec.identity.entropy import core_identification_sets
 from visec.identity.errors import IdentityError
 from visec.identity.schema import Schema
-from visec.identity.tracer import BASELINES, Trace, Tracer, make_tracer
+from visec.identity.baselines import BASELINES, make_tracer
+from visec.identity.results import Trace
+from visec.identity.tracer import Tracer
 
 DEFAULT_METHODS = ("tit",) + BASELINES
 

@@ -46,6 +46,7 @@ import pandas as pd
 
 from visec.errors import DataError
 from visec.identity.errors import IdentityError, SchemaError, unknown_attribute
+from visec.utils import json_safe
 
 KINDS = ("categorical", "ordinal", "numeric", "id")
 CONFUSIONS = ("uniform", "adjacent", "neighbours", "gaussian")
@@ -124,13 +125,13 @@ class AttributeSpec:
         if self.bins is not None:
             out["bins"] = list(self.bins)
         if self.levels is not None:
-            out["levels"] = [_json_scalar(v) for v in self.levels]
+            out["levels"] = json_safe(self.levels)
         out["reliability"] = self.reliability
         out["confusion"] = self.confusion
         if self.noise_sd is not None:
             out["noise_sd"] = self.noise_sd
         if self.neighbours is not None:
-            out["neighbours"] = {str(k): [_json_scalar(v) for v in vs] for k, vs in self.neighbours.items()}
+            out["neighbours"] = json_safe({k: list(vs) for k, vs in self.neighbours.items()})
         out["cost"] = self.cost
         if self.description:
             out["description"] = self.description
@@ -202,7 +203,7 @@ class Schema:
     def to_dict(self) -> dict[str, Any]:
         return {"format": SCHEMA_FORMAT, "version": SCHEMA_VERSION, "id_column": self.id_column,
                 "leak": self.leak, "attributes": [a.to_dict() for a in self.attributes],
-                "meta": _jsonable(self.meta)}
+                "meta": json_safe(self.meta)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Schema":
@@ -340,26 +341,6 @@ def read_queries(path: str | Path, schema: Schema) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def _json_scalar(v: Any) -> Any:
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating,)):
-        return float(v)
-    if isinstance(v, (np.bool_,)):
-        return bool(v)
-    return v
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [_jsonable(v) for v in obj.tolist()]
-    return _json_scalar(obj)
-
-
 def check_population(population: Any) -> pd.DataFrame:
     if not isinstance(population, pd.DataFrame):
         raise IdentityError(f"population must be a pandas DataFrame, got {type(population).__name__}")

@@ -37,8 +37,6 @@ top candidate whenever it is unique: a classic recogniser without a reject thres
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -47,289 +45,14 @@ import pandas as pd
 from visec.identity.encoding import MISSING, ConfusionModel, EncodedPopulation, encode_population
 from visec.identity.entropy import attribute_entropies, core_identification_set
 from visec.identity.errors import IdentityError
+from visec.identity.posterior import TIE, Posterior
+from visec.identity.results import Explanation, Trace, TraceStep
 from visec.identity.schema import Schema
+from visec.utils import json_safe
 
 MODES = ("crisp", "noisy")
 POLICIES = ("eig", "fixed", "random", "all")
 DECISIONS = ("threshold", "argmax")
-_TIE = 1e-9
-
-
-# ---------------------------------------------------------------------------------- trace records
-def _plain(v: Any) -> Any:
-    if v is None:
-        return None
-    if isinstance(v, (np.generic,)):
-        v = v.item()
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    return v
-
-
-@dataclass
-class TraceStep:
-    """One queried attribute: what was observed and what it did to the identity entropy."""
-
-    step: int
-    attribute: str
-    value: Any
-    value_label: Any
-    expected_gain: float
-    score: float
-    entropy_before: float
-    entropy_after: float
-    candidates_left: int
-    top_candidate: Any
-    top_probability: float
-    cost: float
-
-    @property
-    def gain(self) -> float:
-        """Realised entropy reduction (may be negative in noisy mode after a contradictory value)."""
-        return self.entropy_before - self.entropy_after
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "attribute": self.attribute, "value": _plain(self.value),
-                "value_label": _plain(self.value_label), "expected_gain": self.expected_gain,
-                "score": self.score, "entropy_before": self.entropy_before,
-                "entropy_after": self.entropy_after, "gain": self.gain,
-                "candidates_left": self.candidates_left, "top_candidate": _plain(self.top_candidate),
-                "top_probability": self.top_probability, "cost": self.cost}
-
-
-@dataclass
-class Trace:
-    """The interpretable output of one tracing run."""
-
-    status: str  # "identified" | "not_identified"
-    reason: str  # identified | exhausted | no_gain | contradiction | max_steps | undecided
-    identity: Any
-    mode: str
-    policy: str
-    method: str
-    epsilon: float
-    tau: float
-    initial_entropy: float
-    final_entropy: float
-    top_probability: float
-    n_candidates: int
-    candidates: list[tuple[Any, float]]
-    steps: list[TraceStep] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    truth: dict[str, Any] | None = None
-    decision: str = "threshold"
-
-    @property
-    def identified(self) -> bool:
-        return self.status == "identified"
-
-    @property
-    def attributes_used(self) -> list[str]:
-        return [s.attribute for s in self.steps]
-
-    @property
-    def cost_used(self) -> float:
-        return float(sum(s.cost for s in self.steps))
-
-    @property
-    def entropies(self) -> list[float]:
-        """Identity entropy before the first step and after every step."""
-        return [self.initial_entropy] + [s.entropy_after for s in self.steps]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "reason": self.reason, "identity": _plain(self.identity),
-                "mode": self.mode, "policy": self.policy, "method": self.method,
-                "decision": self.decision, "epsilon": self.epsilon, "tau": self.tau, "initial_entropy": self.initial_entropy,
-                "final_entropy": self.final_entropy, "top_probability": self.top_probability,
-                "n_candidates": self.n_candidates, "attributes_used": self.attributes_used,
-                "cost_used": self.cost_used,
-                "candidates": [[_plain(c), float(p)] for c, p in self.candidates],
-                "steps": [s.to_dict() for s in self.steps], "skipped": list(self.skipped),
-                "truth": None if self.truth is None else {k: _plain(v) for k, v in self.truth.items()}}
-
-    def format(self, max_candidates: int = 5) -> str:
-        """A plain-text table of the tracing process (the interpretable explanation)."""
-        rule = (f"epsilon={self.epsilon:g}, tau={self.tau:g}" if self.decision == "threshold"
-                else "decision=argmax (unique top candidate, no threshold)")
-        head = f"TIT trace [{self.method}: mode={self.mode}, policy={self.policy}, {rule}]"
-        if self.identified:
-            verdict = (f"IDENTIFIED {_plain(self.identity)} (p={self.top_probability:.4f}, "
-                       f"H={self.final_entropy:.4f} bits)")
-        else:
-            verdict = (f"NOT IDENTIFIED ({self.reason}); H={self.final_entropy:.4f} bits, "
-                       f"{self.n_candidates} candidate(s) left")
-        lines = [head, f"{verdict} after {len(self.steps)} attribute(s), cost {self.cost_used:g}",
-                 f"start: H={self.initial_entropy:.4f} bits"]
-        rows = [("#", "attribute", "value", "E[gain]", "H before", "H after", "gain", "cands", "top (p)")]
-        for s in self.steps:
-            val = str(_plain(s.value))
-            if s.value_label is not None and str(s.value_label) != val:
-                val = f"{val} -> {s.value_label}"
-            rows.append((str(s.step), s.attribute, val[:28], f"{s.expected_gain:.3f}",
-                         f"{s.entropy_before:.3f}", f"{s.entropy_after:.3f}", f"{s.gain:+.3f}",
-                         str(s.candidates_left), f"{_plain(s.top_candidate)} ({s.top_probability:.3f})"))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        for r in rows:
-            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-        if self.skipped:
-            lines.append("skipped (not observed): " + ", ".join(self.skipped))
-        if self.candidates:
-            cands = ", ".join(f"{_plain(c)} ({p:.4f})" for c, p in self.candidates[:max_candidates])
-            more = f" (+{self.n_candidates - max_candidates} more)" if self.n_candidates > max_candidates else ""
-            lines.append(f"candidates: {cands}{more}")
-        if self.truth is not None:
-            lines.append(f"truth: {_plain(self.truth.get('truth_id'))} "
-                         f"p={self.truth.get('truth_probability', 0.0):.4f} rank={self.truth.get('truth_rank')}")
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.format()
-
-
-# ---------------------------------------------------------------------------------- gains
-def crisp_gain(x: np.ndarray, may_miss: bool = True) -> float:
-    """Expected entropy reduction (bits) of observing an attribute whose codes over the current
-    candidates are ``x`` (uniform posterior; ``-1`` = unknown value, matches everything).
-    ``may_miss=False`` promises there is no ``-1`` (skips a pass)."""
-    n = len(x)
-    if n <= 1:
-        return 0.0
-    present = x[x >= 0] if may_miss else x
-    n_p = len(present)
-    if n_p == 0:
-        return 0.0
-    n_miss = n - n_p
-    counts = np.unique(present, return_counts=True)[1] if n_p * 4 < int(present.max()) else np.bincount(present)
-    counts = counts[counts > 0].astype(float)
-    eh = float((counts * np.log2(counts + n_miss)).sum() / n_p)
-    return max(0.0, math.log2(n) - eh)
-
-
-def noisy_gain(x: np.ndarray, p: np.ndarray, plogp: np.ndarray, H: float, model: ConfusionModel) -> float:
-    """Expected information gain (bits) of one attribute under the confusion ``model``, for a
-    posterior ``p`` over objects whose codes are ``x`` (``plogp = p * log2 p``, ``H`` its entropy).
-    Vectorised over the ``K + 1`` outcomes through the sparse model (see encoding)."""
-    pres = x >= 0
-    if pres.all():
-        xp, pp, sp, mm, sm = x, p, plogp, 0.0, 0.0
-    else:
-        xp, pp, sp = x[pres], p[pres], plogp[pres]
-        mm, sm = float(p[~pres].sum()), float(plogp[~pres].sum())
-    Mp = float(pp.sum())
-    if Mp <= 0.0:
-        return 0.0
-    K, c, r = model.K, model.c, model.r
-    m = np.bincount(xp, weights=pp, minlength=K)
-    s = np.bincount(xp, weights=sp, minlength=K)
-    keep = m[model.cols] > 0
-    rows, cols, vals = model.rows[keep], model.cols[keep], model.vals[keep]
-    mc, sc = m[cols], s[cols]
-    if c > 0:
-        lc = math.log2(c)
-        Sp = float(sp.sum())
-        Zb, Wb = c * Mp, c * (Sp + Mp * lc)
-        dZ = (vals - c) * mc
-        dW = vals * (sc + mc * np.log2(vals)) - c * (sc + mc * lc)
-    else:
-        Zb = Wb = 0.0
-        pos = vals > 0
-        dZ = vals * mc
-        dW = np.where(pos, vals * (sc + mc * np.log2(np.where(pos, vals, 1.0))), 0.0)
-    Zp = Zb + np.bincount(rows, weights=dZ, minlength=K + 1)
-    Wp = Wb + np.bincount(rows, weights=dW, minlength=K + 1)
-    if mm > 0:
-        Z = Zp + r * mm
-        W = Wp + r * (sm + mm * math.log2(r))
-    else:
-        Z, W = Zp, Wp
-    weight = Zp / Mp
-    ok = (weight > 0) & (Z > 0)
-    Ho = np.log2(Z[ok]) - W[ok] / Z[ok]
-    return float(H - (weight[ok] * Ho).sum())
-
-
-# ---------------------------------------------------------------------------------- posterior state
-class _State:
-    """Support (positions with p > 0, ascending) and, in noisy mode, their probabilities."""
-
-    def __init__(self, N: int, crisp: bool) -> None:
-        self.crisp = crisp
-        self.fresh = True  # no observation applied yet
-        self.idx = np.arange(N, dtype=np.int64)
-        self.p: np.ndarray | None = None if crisp else np.full(N, 1.0 / N)
-        self._refresh()
-
-    def _refresh(self) -> None:
-        if self.crisp:
-            self.plogp = None
-            self.H = math.log2(len(self.idx)) if len(self.idx) else 0.0
-        else:
-            self.plogp = self.p * np.log2(self.p)
-            self.H = float(max(0.0, -self.plogp.sum()))
-
-    @property
-    def n(self) -> int:
-        return len(self.idx)
-
-    def top(self) -> tuple[int, float, int]:
-        """(position of the top candidate, its probability, number tied at the top)."""
-        if self.n == 0:
-            return -1, 0.0, 0
-        if self.crisp:
-            return int(self.idx[0]), 1.0 / self.n, self.n
-        a = int(np.argmax(self.p))
-        pm = float(self.p[a])
-        ties = int((self.p >= pm * (1 - _TIE)).sum())
-        return int(self.idx[a]), pm, ties
-
-    def gain(self, x: np.ndarray, model: Callable[[], ConfusionModel], may_miss: bool = True) -> float:
-        if self.crisp:
-            return crisp_gain(x, may_miss)
-        return noisy_gain(x, self.p, self.plogp, self.H, model())
-
-    def update(self, x: np.ndarray, o: int, model: Callable[[], ConfusionModel]) -> bool:
-        """Apply observation code ``o`` given the support's codes ``x``; False on contradiction."""
-        self.fresh = False
-        if self.crisp:
-            keep = (x == o) | (x < 0)
-            if not keep.any():
-                return False
-            self.idx = self.idx[keep]
-        else:
-            mdl = model()
-            lik = np.where(x >= 0, mdl.likelihood_row(o)[np.maximum(x, 0)], mdl.r)
-            q = self.p * lik
-            z = float(q.sum())
-            if not z > 0:
-                return False
-            q /= z
-            keep = q > 0
-            if not keep.all():
-                self.idx, q = self.idx[keep], q[keep]
-            self.p = q
-        self._refresh()
-        return True
-
-    def prob_of(self, pos: int) -> float:
-        k = int(np.searchsorted(self.idx, pos))
-        if k >= self.n or self.idx[k] != pos:
-            return 0.0
-        return 1.0 / self.n if self.crisp else float(self.p[k])
-
-    def ranked(self, k: int) -> list[tuple[int, float]]:
-        n = self.n
-        if n == 0 or k <= 0:
-            return []
-        if self.crisp:
-            return [(int(i), 1.0 / n) for i in self.idx[:k]]
-        p = self.p
-        if n > k:
-            kth = np.partition(p, n - k)[n - k]
-            cand = np.nonzero(p >= kth)[0]
-        else:
-            cand = np.arange(n)
-        order = cand[np.lexsort((self.idx[cand], -p[cand]))][:k]
-        return [(int(self.idx[i]), float(p[i])) for i in order]
 
 
 # ---------------------------------------------------------------------------------- tracer
@@ -384,7 +107,7 @@ class Tracer:
     def _model(self, j: int) -> Callable[[], ConfusionModel]:
         return lambda: self.enc.model(j)
 
-    def _stop_ok(self, st: _State) -> bool:
+    def _stop_ok(self, st: Posterior) -> bool:
         if st.n == 0:
             return False
         _, pm, ties = st.top()
@@ -392,11 +115,11 @@ class Tracer:
             return ties == 1
         return st.H <= self.epsilon + 1e-12 and pm >= self.tau - 1e-12
 
-    def _column(self, st: _State, j: int) -> np.ndarray:
+    def _column(self, st: Posterior, j: int) -> np.ndarray:
         """Codes of attribute ``j`` over the current support (a view while nothing is eliminated)."""
         return self.enc.codes[:, j] if st.n == self.enc.N else self.enc.codes[st.idx, j]
 
-    def _score(self, st: _State, j: int) -> tuple[float, float]:
+    def _score(self, st: Posterior, j: int) -> tuple[float, float]:
         fresh = st.n == self.enc.N and st.fresh  # the uniform start: same for every query
         if fresh and j in self._initial:
             return self._initial[j]
@@ -430,7 +153,7 @@ class Tracer:
     def trace_codes(self, obs: np.ndarray, *, raw: Mapping[str, Any] | None = None,
                     truth_pos: int | None = None, key: int = 0) -> Trace:
         enc = self.enc
-        st = _State(enc.N, self.mode == "crisp")
+        st = Posterior(enc.N, self.mode == "crisp")
         H0 = st.H
         steps: list[TraceStep] = []
         skipped: list[str] = []
@@ -440,7 +163,8 @@ class Tracer:
         def record(j: int, g: float, sc: float, hb: float) -> None:
             tp, pm, _ = st.top()
             v = raw.get(enc.names[j], enc.value_label(j, int(obs[j])))
-            steps.append(TraceStep(step=len(steps) + 1, attribute=enc.names[j], value=_plain(v),
+            steps.append(TraceStep(step=len(steps) + 1, attribute=enc.names[j],
+                                   value=json_safe(v, nan_as_none=True),
                                    value_label=enc.value_label(j, int(obs[j])), expected_gain=float(g),
                                    score=float(sc), entropy_before=hb, entropy_after=st.H,
                                    candidates_left=st.n, top_candidate=enc.ids[tp] if tp >= 0 else None,
@@ -465,7 +189,7 @@ class Tracer:
                     top = max(s for _, s, _ in ranked)
                     if top <= self.min_gain:
                         break
-                    g, s, j = next(t for t in ranked if t[1] >= top - _TIE)
+                    g, s, j = next(t for t in ranked if t[1] >= top - TIE)
                     ranked.remove((g, s, j))
                     remaining.remove(j)
                     if obs[j] == MISSING:
@@ -519,13 +243,13 @@ class Tracer:
             pt = st.prob_of(truth_pos)
             if st.n and pt > 0:
                 top_p = pm
-                is_top = pt >= top_p * (1 - _TIE)
+                is_top = pt >= top_p * (1 - TIE)
                 _, _, ties = st.top()
                 credit = 1.0 / ties if is_top else 0.0
                 if st.crisp:
                     rank = 1
                 else:
-                    rank = int((st.p > pt * (1 + _TIE)).sum()) + 1
+                    rank = int((st.p > pt * (1 + TIE)).sum()) + 1
             else:
                 credit, rank = 0.0, None
             truth = {"truth_id": enc.ids[truth_pos], "truth_probability": pt, "truth_rank": rank,
@@ -542,83 +266,6 @@ def trace(population: pd.DataFrame | EncodedPopulation, observation: Mapping[str
     """One-shot :class:`Tracer` (``kwargs`` go to the constructor, except ``truth``)."""
     truth = kwargs.pop("truth", None)
     return Tracer(population, schema, **kwargs).trace(observation, truth=truth)
-
-
-# ---------------------------------------------------------------------------------- baselines
-def _tit(pop: Any, schema: Schema | None, **kw: Any) -> Tracer:
-    return Tracer(pop, schema, policy="eig", name=kw.pop("name", "tit"), **kw)
-
-
-def _tit_cost(pop: Any, schema: Schema | None, **kw: Any) -> Tracer:
-    return Tracer(pop, schema, policy="eig", use_cost=True, name=kw.pop("name", "tit_cost"), **kw)
-
-
-def _face_only(pop: Any, schema: Schema | None, *, face_attribute: str = "face_id", **kw: Any) -> Tracer:
-    kw.pop("epsilon", None)
-    kw.pop("tau", None)
-    return Tracer(pop, schema, policy="fixed", attributes=[face_attribute], order=[face_attribute],
-                  decision="argmax", name=kw.pop("name", "face_only"), **kw)
-
-
-def _random_order(pop: Any, schema: Schema | None, **kw: Any) -> Tracer:
-    return Tracer(pop, schema, policy="random", name=kw.pop("name", "random_order"), **kw)
-
-
-def _most_unique_first(pop: Any, schema: Schema | None, **kw: Any) -> Tracer:
-    return Tracer(pop, schema, policy="fixed", name=kw.pop("name", "most_unique_first"), **kw)
-
-
-def _naive_bayes_all(pop: Any, schema: Schema | None, **kw: Any) -> Tracer:
-    return Tracer(pop, schema, policy="all", name=kw.pop("name", "naive_bayes_all"), **kw)
-
-
-#: method name -> factory ``(population, schema, **tracer_kwargs) -> Tracer``
-METHODS: dict[str, Callable[..., Tracer]] = {
-    "tit": _tit,
-    "tit_cost": _tit_cost,
-    "face_only": _face_only,
-    "random_order": _random_order,
-    "most_unique_first": _most_unique_first,
-    "naive_bayes_all": _naive_bayes_all,
-}
-BASELINES = ("face_only", "random_order", "most_unique_first", "naive_bayes_all")
-
-
-def make_tracer(method: str, population: Any, schema: Schema | None = None, **kwargs: Any) -> Tracer:
-    """Build the tracer of a named method (``tit``, ``tit_cost`` or one of :data:`BASELINES`)."""
-    try:
-        factory = METHODS[method]
-    except KeyError:
-        raise IdentityError(f"unknown TIT method '{method}'; known: {', '.join(METHODS)}") from None
-    if method != "face_only":
-        kwargs.pop("face_attribute", None)
-    return factory(population, schema, **kwargs)
-
-
-# ---------------------------------------------------------------------------------- explanation
-@dataclass
-class Explanation:
-    """Why an object is identifiable: its exact and greedy core sets and its crisp trace."""
-
-    object_id: Any
-    index: int
-    exact: Any
-    greedy: Any
-    trace: Trace
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"object_id": _plain(self.object_id), "index": self.index,
-                "core_set_exact": self.exact.to_dict(), "core_set_greedy": self.greedy.to_dict(),
-                "trace": self.trace.to_dict()}
-
-    def format(self) -> str:
-        lines = [f"object {_plain(self.object_id)} (row {self.index})",
-                 f"core identification set (exact, {self.exact.size}): {', '.join(self.exact.attributes) or '-'}"
-                 f"  residual H={self.exact.residual_entropy:.4f} bits"
-                 + ("" if self.exact.identifiable else "  [not identifiable: shares all values]"),
-                 f"core identification set (greedy, {self.greedy.size}): {', '.join(self.greedy.attributes) or '-'}",
-                 self.trace.format()]
-        return "\n".join(lines)
 
 
 def explain(population: pd.DataFrame | EncodedPopulation, object_id: Any = None, *, index: int | None = None,

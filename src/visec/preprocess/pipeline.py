@@ -46,6 +46,7 @@ from visec.preprocess.align import align_face, transform_points
 from visec.preprocess.detect import build_detector, pick_face
 from visec.data.sampling import sample_indices
 from visec.preprocess.video import count_frames, read_frames
+from visec.utils import json_safe
 
 __all__ = ["preprocess", "PreprocessReport", "DONE_DIR", "REPORT_NAME"]
 
@@ -148,14 +149,6 @@ def _subdirs(video_ids: list[str]) -> dict[str, str]:
     return out
 
 
-def _plain(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    return v
-
-
 def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and np.isnan(v))
 
@@ -180,8 +173,7 @@ def _jobs_from_manifest(m: Manifest, out_dir: Path) -> list[dict[str, Any]]:
                                 f"writes one folder per video_id")
         kind = media.pop()
         first = g.iloc[0].to_dict()
-        base = {k: _plain(v) for k, v in first.items()
-                if k not in _NOT_CARRIED and not _missing(v)}
+        base = json_safe({k: v for k, v in first.items() if k not in _NOT_CARRIED and not _missing(v)})
         items = []
         if kind == "video":
             paths = sorted(set(g["path"]))

@@ -32,6 +32,7 @@ import pandas as pd
 from visec.data.builders import celebdf, dfd, ffpp, generic, wilddeepfake  # noqa: F401  (registers them)
 from visec.data.manifest import write_manifest
 from visec.registry import DATASETS
+from visec.utils import json_safe
 
 __all__ = ["build_manifest", "report_path", "rebase_paths"]
 
@@ -56,16 +57,6 @@ def rebase_paths(df: pd.DataFrame, root: str | os.PathLike, folder: str | os.Pat
     return df
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
 def _report(name: str, root: Path, out: Path, df: pd.DataFrame, options: dict[str, Any]) -> dict[str, Any]:
     counts: dict[str, dict[str, dict[str, int]]] = {}
     for (split, manipulation), part in df.groupby(["split", "manipulation"], sort=True):
@@ -78,7 +69,7 @@ def _report(name: str, root: Path, out: Path, df: pd.DataFrame, options: dict[st
         "dataset": sorted(df["dataset"].unique().tolist()),
         "root": str(root.resolve()),
         "manifest": out.name,
-        "options": _jsonable(options),
+        "options": json_safe(options, default=str),
         "rows": int(len(df)),
         "videos": int(df["video_id"].nunique()),
         "labels": {str(k): int(v) for k, v in df["label"].value_counts().sort_index().items()},

@@ -23,7 +23,6 @@ Rules shared by all builders:
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import os
 import re
@@ -35,6 +34,7 @@ import pandas as pd
 
 from visec.data.manifest import SPLITS, make_record, media_kind, seeded_split, validate
 from visec.errors import ManifestError
+from visec.utils import did_you_mean
 
 VIDEO_SUBDIRS = ("videos",)
 FRAME_SUBDIRS = ("frames", "images")
@@ -130,8 +130,7 @@ def check_options(dataset: str, builder: Callable, options: dict[str, Any]) -> N
         return
     known = [p.name for p in inspect.signature(builder).parameters.values() if p.kind is p.KEYWORD_ONLY]
     bad = sorted(options)
-    close = difflib.get_close_matches(bad[0], known, n=1, cutoff=0.6)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    hint = did_you_mean(bad[0], known)
     names = ", ".join(f"'{b}'" for b in bad)
     raise ManifestError(f"{dataset}: unknown option{'s' if len(bad) > 1 else ''} {names}{hint} "
                         f"(known options: {', '.join(known)})")
