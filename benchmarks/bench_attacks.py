@@ -25,6 +25,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from visec.config import DEFAULT_EPS, parse_budget  # noqa: E402
+from visec.errors import ConfigError  # noqa: E402
+
 
 def small_cnn(num_classes: int = 10) -> nn.Module:
     return nn.Sequential(
@@ -50,14 +53,22 @@ def median_rate(fn, n_images: int, repeat: int) -> tuple[float, list[float]]:
     return n_images / statistics.median(times), times
 
 
+def budget(text: str) -> float:
+    """``--eps`` / ``--alpha``: a number or a fraction like 8/255 (visec's one budget parser)."""
+    try:
+        return parse_budget(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=["cnn", "resnet18"], default="cnn")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--eps", type=float, default=8 / 255)
-    ap.add_argument("--alpha", type=float, default=2 / 255)
+    ap.add_argument("--eps", type=budget, default=DEFAULT_EPS)
+    ap.add_argument("--alpha", type=budget, default=2 / 255)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

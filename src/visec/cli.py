@@ -255,7 +255,8 @@ def attack_cmd(method: str = typer.Option(..., "--method", help="A registered at
                checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A specific .safetensors file."),
                data: Optional[Path] = typer.Option(None, "--data", help="Another manifest (default: the run's)."),
                split: Optional[str] = typer.Option(None, "--split", help="Split to attack (default: test)."),
-               eps: str = typer.Option("8/255", "--eps", help="Budget: a number or a fraction like 8/255."),
+               eps: Optional[str] = typer.Option(None, "--eps", help="Budget: a number or a fraction like 8/255 "
+                                                 "(default: the run's trained model.eps, else 8/255)."),
                steps: Optional[int] = typer.Option(None, "--steps", help="Attack iterations (default: the attack's)."),
                alpha: Optional[str] = typer.Option(None, "--alpha", help="Step size (number or fraction)."),
                norm: Optional[str] = typer.Option(None, "--norm", help="Linf, L2 or unbounded (default: the attack's)."),

@@ -8,15 +8,70 @@ saved into the run folder (``config.yaml``) so a run can be reproduced from it a
 
 from __future__ import annotations
 
-import difflib
+import math
 import os
+from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from visec.errors import ConfigError
+from visec.utils import did_you_mean
+
+
+#: The one default adversarial budget (L-inf 8/255, the CIFAR threat model): every attack, suite,
+#: method parameter and CLI option without an explicit budget uses this constant.
+DEFAULT_EPS: float = 8 / 255
+
+
+def parse_budget(text: str | float, name: str = "budget") -> float:
+    """An adversarial budget (``eps``, a step ``alpha``): a number, ``"0.0314"`` or a fraction like
+    ``"8/255"`` -> a finite float >= 0. Anything else is a one-line :class:`ConfigError` naming
+    ``name``. The one parser for budgets: CLI options, YAML configs and ``key=value`` overrides."""
+    if isinstance(text, bool):
+        raise ConfigError(f"{name} must be a number or a fraction like 8/255, got '{text}'")
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        try:
+            value = float(Fraction(str(text).strip()))
+        except (ValueError, ZeroDivisionError):
+            raise ConfigError(f"{name} must be a number or a fraction like 8/255, got '{text}'") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name} must be finite and >= 0, got '{text}'")
+    return value
+
+
+def _budget_field(value: Any) -> Any:
+    if value is None:  # left to the field's own type (``Budget | None``)
+        return value
+    try:
+        return parse_budget(value)
+    except ConfigError:  # the key and the value are named by the config error around it
+        raise ValueError("a budget is a number or a fraction like 8/255, finite and >= 0") from None
+
+
+#: A budget field of a parameter class: validates ``8/255`` (YAML or override text) to its float.
+Budget = Annotated[float, BeforeValidator(_budget_field)]
+
+_SNAP_RTOL = 1e-4
+
+
+def budget_label(value: float) -> str:
+    """The one name of a budget in card protocols and file names, from its parsed value.
+
+    Rule: a value within ``1e-4`` (relative) of ``k/255`` for an integer ``1 <= k < 255`` is
+    written ``"k-255"`` (so ``8/255``, ``0.03137254901960784`` and ``0.031372`` all give
+    ``"8-255"``); any other value is written with ``format(value, "g")`` (6 significant digits:
+    ``0.1`` -> ``"0.1"``, ``0.0314`` -> ``"0.0314"``, which is 8.007/255, 9e-4 away, so not snapped).
+    """
+    value = parse_budget(value)
+    k = round(value * 255)
+    if 1 <= k < 255 and abs(value * 255 - k) <= _SNAP_RTOL * k:
+        return f"{k}-255"
+    return format(value, "g")
 
 
 class _Strict(BaseModel):
@@ -233,9 +288,8 @@ def _explain(exc: ValidationError, cls: type[BaseModel], prefix: str) -> str:
     more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
     if err["type"] == "extra_forbidden":
         known = _known_keys(cls, loc[:-1])
-        close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.5)
-        hint = f"; did you mean '{close[0]}'?" if close else (f"; known keys: {', '.join(known)}"
-                                                               if known else "")
+        hint = did_you_mean(loc[-1], known, cutoff=0.5) or (f"; known keys: {', '.join(known)}"
+                                                             if known else "")
         return f"unknown config key '{key}'{hint}{more}"
     if err["type"] == "missing":
         return f"missing config key '{key}'{more}"

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from visec.apps.attack import parse_eps
 from visec.cli import main
+from visec.config import parse_budget
 
 
 @pytest.fixture(scope="module")
@@ -79,5 +79,5 @@ def test_attack_on_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert "is not a visec run folder" in capsys.readouterr().err
 
 
-def test_parse_eps():
-    assert parse_eps("8/255") == 8 / 255 and parse_eps("0.5") == 0.5 and parse_eps(0.1) == 0.1
+def test_parse_budget():
+    assert parse_budget("8/255") == 8 / 255 and parse_budget("0.5") == 0.5 and parse_budget(0.1) == 0.1

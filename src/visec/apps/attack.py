@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,20 +11,16 @@ from visec.attacks.base import AttackError
 from visec.attacks.evaluate import robust_evaluate
 from visec.attacks.report import RobustReport
 from visec.attacks.suite import SUITE_NAMES, attack_params, build_attack, standard_suite
+from visec.config import DEFAULT_EPS, RunConfig, budget_label, parse_budget
 
 
-def parse_eps(text: str | float) -> float:
-    """``"8/255"``, ``"0.5"`` or a number -> a finite float >= 0 (one-line :class:`AttackError` otherwise)."""
-    if isinstance(text, (int, float)):
-        value = float(text)
-    else:
-        try:
-            value = float(Fraction(str(text).strip()))
-        except (ValueError, ZeroDivisionError):
-            raise AttackError(f"eps must be a number or a fraction like 8/255, got '{text}'") from None
-    if not math.isfinite(value) or value < 0:
-        raise AttackError(f"eps must be finite and >= 0, got '{text}'")
-    return value
+def run_budget(cfg: RunConfig, eps: str | float | None = None) -> float:
+    """The budget ``visec attack`` uses: ``eps`` when given (parsed), else the budget the run was
+    trained at (its ``model.eps``, for adversarially trained methods), else :data:`DEFAULT_EPS`."""
+    if eps is not None:
+        return parse_budget(eps, "eps")
+    trained = cfg.model.get("eps")
+    return parse_budget(trained, "model.eps") if trained is not None else DEFAULT_EPS
 
 
 def model_of(module: nn.Module) -> nn.Module:
@@ -36,22 +30,24 @@ def model_of(module: nn.Module) -> nn.Module:
 
 
 def run_attack(run_dir: str | Path, method: str = "pgd", *, checkpoint: str | Path | None = None,
-               data: str | Path | None = None, split: str | None = None, eps: str | float = "8/255",
+               data: str | Path | None = None, split: str | None = None, eps: str | float | None = None,
                steps: int | None = None, alpha: str | float | None = None, norm: str | None = None,
                max_samples: int | None = None, out: str | Path | None = None, device: str | None = None,
                seed: int = 0, surrogate: str | Path | None = None,
                progress: Callable[[int], None] | None = None) -> tuple[RobustReport, Any, Path]:
     """Attack a trained run's test split with ``method`` (a registered attack or ``suite``).
 
-    Returns ``(report, card, card_path)``; the card goes to ``OUT/cards`` (default
-    ``RUN_DIR/attacks/cards``) with a per-sample CSV beside it.
+    ``eps`` defaults to the budget the run was trained at (:func:`run_budget`). Returns ``(report,
+    card, card_path)``; the card goes to ``OUT/cards`` (default ``RUN_DIR/attacks/cards``) with a
+    per-sample CSV beside it; its protocol names the budget by :func:`visec.config.budget_label`.
     """
     from visec.engine.engine import BEST, Engine, build_datamodule, card_name
 
     run_dir = Path(run_dir)
-    eps_value = parse_eps(eps)
-    alpha_value = parse_eps(alpha) if alpha is not None else None
+    eps_value = parse_budget(eps, "eps") if eps is not None else None  # bad text fails before loading
+    alpha_value = parse_budget(alpha, "alpha") if alpha is not None else None
     engine = Engine.from_run(run_dir)
+    eps_value = run_budget(engine.cfg, eps_value)
     module, meta = engine.load_module(checkpoint)
     model = model_of(module).eval()
     updates = {k: v for k, v in (("manifest", Path(data) if data else None), ("test_split", split)) if v is not None}
@@ -88,7 +84,7 @@ def run_attack(run_dir: str | Path, method: str = "pgd", *, checkpoint: str | Pa
                              progress=progress)
     data_name = str(data_cfg.manifest or data_cfg.dataset or "none")
     threat = next(iter(attacks.values()))
-    eps_text = str(eps).replace("/", "-") if threat.norm != "unbounded" else "min-norm"
+    eps_text = budget_label(eps_value) if threat.norm != "unbounded" else "min-norm"
     card = report.to_card(
         method=card_name(engine.cfg), data=f"{data_name}:{data_cfg.test_split}",
         train_data=str(engine.cfg.data.manifest or engine.cfg.data.dataset or "none"),

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from rich.console import Console
 
-from visec.config import load_config
+from visec.config import budget_label, load_config
 from visec.engine import Engine
 from visec.registry import BENCHES
 from visec.cards import ResultCard
@@ -59,7 +59,7 @@ def train_and_test(name: str, method: str, overrides: list[str], out: Path) -> t
     start = time.perf_counter()
     fit = engine.fit(resume=(engine.run_dir / "last.ckpt").is_file())
     fit["fit_seconds"] = time.perf_counter() - start
-    card = engine.test(protocol=f"linf-eps{cfg.model['eps']:.4g}")
+    card = engine.test(protocol=f"linf-eps{budget_label(cfg.model['eps'])}")
     return card, engine, fit
 
 

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from visec.attacks.base import (Attack, AttackError, binary_logit, cross_entropy, default_logits,
                                 num_classes, predict_labels)
 from visec.attacks.pgd import _l2_unit
+from visec.config import DEFAULT_EPS
 from visec.registry import ATTACKS
 
 
@@ -85,7 +86,7 @@ class APGD(Attack):
 
     name = "apgd"
 
-    def __init__(self, model, *, eps: float = 8 / 255, steps: int = 100, n_restarts: int = 1,
+    def __init__(self, model, *, eps: float = DEFAULT_EPS, steps: int = 100, n_restarts: int = 1,
                  rho: float = 0.75, momentum: float = 0.75, random_start: bool = True, **kwargs) -> None:
         super().__init__(model, eps=eps, **kwargs)
         if steps < 1 or n_restarts < 1:
@@ -262,7 +263,7 @@ class AutoAttack(Attack):
     name = "autoattack"
     supports_targeted = False
 
-    def __init__(self, model, *, eps: float = 8 / 255, version: str = "fast",
+    def __init__(self, model, *, eps: float = DEFAULT_EPS, version: str = "fast",
                  components: list[str] | tuple[str, ...] | None = None, steps: int = 100,
                  n_restarts: int = 1, n_queries: int = 5000, **kwargs) -> None:
         super().__init__(model, eps=eps, **kwargs)

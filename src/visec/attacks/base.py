@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from visec.errors import VisecError
+from visec.config import DEFAULT_EPS
 
 Norm = Literal["Linf", "L2", "unbounded"]
 LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
@@ -115,7 +116,7 @@ class Attack(ABC):
     min_classes: int = 2
     supports_targeted: bool = True
 
-    def __init__(self, model: nn.Module, *, norm: Norm = "Linf", eps: float = 8 / 255,
+    def __init__(self, model: nn.Module, *, norm: Norm = "Linf", eps: float = DEFAULT_EPS,
                  targeted: bool = False, loss_fn: LossFn | None = None,
                  logits_fn: Callable[[Any], torch.Tensor] = default_logits, seed: int = 0,
                  model_mode: Literal["eval", "train"] = "eval") -> None:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from visec.attacks.base import Attack, AttackError, margin_loss
+from visec.config import DEFAULT_EPS
 from visec.registry import ATTACKS
 
 # Fractions of a 10 000-query budget after which Square halves p (from the paper's schedule).
@@ -38,7 +39,7 @@ class Square(Attack):
     norms = ("Linf",)
     access = "black-box"
 
-    def __init__(self, model, *, eps: float = 8 / 255, n_queries: int = 1000, p_init: float = 0.8,
+    def __init__(self, model, *, eps: float = DEFAULT_EPS, n_queries: int = 1000, p_init: float = 0.8,
                  loss_fn=None, **kwargs) -> None:
         super().__init__(model, eps=eps, loss_fn=loss_fn or margin_loss, **kwargs)
         if n_queries < 1:

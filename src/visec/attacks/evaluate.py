@@ -40,6 +40,7 @@ from visec.attacks.base import Attack, AttackError, default_logits, num_classes,
 from visec.attacks.masking import detect_gradient_masking
 from visec.attacks.report import AttackOutcome, RobustReport
 from visec.attacks.suite import SUITE_NAMES, build_attack, standard_suite
+from visec.config import DEFAULT_EPS
 
 
 def _batches(data: Any, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -100,7 +101,7 @@ def _resolve(model: nn.Module, attacks: Any, logits_fn: Callable, eps: float | N
         if isinstance(item, Attack):
             built[item.name] = item
         elif item in SUITE_NAMES:
-            suite = standard_suite(model, eps=8 / 255 if eps is None else eps, norm=norm or "Linf", seed=seed,
+            suite = standard_suite(model, eps=DEFAULT_EPS if eps is None else eps, norm=norm or "Linf", seed=seed,
                                    logits_fn=logits_fn)
             built.update(suite)
             skipped.update(suite.skipped)

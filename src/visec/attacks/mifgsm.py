@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from visec.attacks.base import Attack, AttackError
 from visec.attacks.pgd import _l2_unit
+from visec.config import DEFAULT_EPS
 from visec.registry import ATTACKS
 
 
@@ -50,7 +51,7 @@ class TransferFGSM(Attack):
 
     name = "mifgsm"
 
-    def __init__(self, model, *, eps: float = 8 / 255, steps: int = 10, alpha: float | None = None,
+    def __init__(self, model, *, eps: float = DEFAULT_EPS, steps: int = 10, alpha: float | None = None,
                  decay: float = 1.0, diversity_prob: float = 0.0, resize_rate: float = 1.1,
                  ti_kernel: int = 0, ti_nsig: float = 3.0, keep_size: bool = True, **kwargs) -> None:
         super().__init__(model, eps=eps, **kwargs)

@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 
 from visec.attacks.base import Attack, AttackError, project
+from visec.config import DEFAULT_EPS
 from visec.registry import ATTACKS
 
 RandomStart = Literal["none", "uniform", "normal"]
@@ -28,7 +29,7 @@ class PGD(Attack):
 
     name = "pgd"
 
-    def __init__(self, model, *, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10,
+    def __init__(self, model, *, eps: float = DEFAULT_EPS, alpha: float = 2 / 255, steps: int = 10,
                  random_start: RandomStart = "uniform", start_sigma: float = 0.001, **kwargs) -> None:
         super().__init__(model, eps=eps, **kwargs)
         if steps < 0 or alpha < 0:
@@ -74,7 +75,7 @@ class FGSM(PGD):
     norms = ("Linf",)
     ignored_params = ("alpha", "steps")  # fixed by the method: one step of size eps
 
-    def __init__(self, model, *, eps: float = 8 / 255, random_start: RandomStart = "none", **kwargs) -> None:
+    def __init__(self, model, *, eps: float = DEFAULT_EPS, random_start: RandomStart = "none", **kwargs) -> None:
         kwargs.pop("alpha", None)
         kwargs.pop("steps", None)
         super().__init__(model, eps=eps, alpha=eps, steps=1, random_start=random_start, **kwargs)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from visec.attacks.base import Attack, AttackError, default_logits
+from visec.config import DEFAULT_EPS
 from visec.registry import ATTACKS
 
 SUITE_NAMES = ("suite", "standard_suite")
@@ -54,7 +55,7 @@ class Suite(dict):
         self.skipped: dict[str, str] = dict(skipped or {})
 
 
-def standard_suite(model: nn.Module, eps: float = 8 / 255, norm: str = "Linf", steps: int = 20, seed: int = 0,
+def standard_suite(model: nn.Module, eps: float = DEFAULT_EPS, norm: str = "Linf", steps: int = 20, seed: int = 0,
                    num_classes: int | None = None, *, apgd_steps: int = 100, alpha: float | None = None,
                    logits_fn: Callable[[Any], torch.Tensor] = default_logits,
                    model_mode: str = "eval") -> Suite:

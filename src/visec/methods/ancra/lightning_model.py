@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from visec.attacks import FGSM, PGD
-from visec.config import TrainConfig
+from visec.attacks import PGD
+from visec.config import DEFAULT_EPS, Budget, TrainConfig
 from visec.engine.method import Method
 from visec.engine.module import MethodModule
 from visec.errors import ConfigError
@@ -64,8 +64,8 @@ class AdversarialTrainingParams(BaseModel):
     arch_kwargs: dict[str, Any] = Field(default_factory=dict)
     num_classes: int = Field(10, ge=2)
     # threat model and training attacks
-    eps: float = Field(8 / 255, ge=0)
-    alpha: float = Field(0.007, gt=0)
+    eps: Budget = Field(DEFAULT_EPS, ge=0)  # a number or a fraction (8/255) in YAML and overrides
+    alpha: Budget = Field(0.007, gt=0)
     steps: int = Field(10, ge=1)
     random_start: Literal["normal", "uniform", "none"] = "normal"
     start_sigma: float = Field(0.001, ge=0)
@@ -79,7 +79,7 @@ class AdversarialTrainingParams(BaseModel):
     negatives: Literal["random_adv", "random"] = "random_adv"
     # evaluation
     eval_steps: int = Field(10, ge=1)  # PGD steps of the validation attack (model selection)
-    eval_alpha: float | None = Field(None, gt=0)  # step of the evaluation attacks (default: alpha)
+    eval_alpha: Budget | None = Field(None, gt=0)  # step of the evaluation attacks (default: alpha)
     test_attacks: list[str] = Field(default_factory=lambda: ["fgsm", "pgd20", "cw20", "pgd20_softmask"],
                                     min_length=1)
     soft_tau: float = Field(1.0, gt=0)  # temperature of the soft-mask surrogate
@@ -201,29 +201,30 @@ class AdversarialTrainer(MethodModule):
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluation_attacks(self) -> dict[str, Any]:
-        """The test attacks (``params.test_attacks``), all at the training threat model."""
-        from visec.attacks import AutoAttack, CWLinf, Transfer, build_attack
+        """The test attacks (``params.test_attacks``), all at the training threat model, built by the
+        shared builder: the standard suite's members (FGSM, PGD-20, CW-20, APGD-CE/DLR) come from
+        :func:`visec.attacks.standard_suite`, the rest from :func:`visec.attacks.build_attack`."""
+        from visec.attacks import build_attack, standard_suite
 
         p, seed = self.params, self.train_cfg.seed + 100
         step = p.eval_alpha or p.alpha
+        in_suite = {"fgsm": "fgsm", "pgd20": "pgd20", "cw20": "cw", "apgd_ce": "apgd_ce", "apgd_dlr": "apgd_dlr"}
+        suite = (standard_suite(self.net, eps=p.eps, steps=20, seed=seed, alpha=step)
+                 if set(p.test_attacks) & set(in_suite) else {})
         out: dict[str, Any] = {}
         for name in p.test_attacks:
-            if name == "fgsm":
-                out[name] = FGSM(self.net, eps=p.eps, seed=seed)
-            elif name in ("pgd20", "pgd40"):
-                out[name] = PGD(self.net, eps=p.eps, alpha=step, steps=int(name[3:]), random_start="uniform",
-                                seed=seed)
-            elif name == "cw20":
-                out[name] = CWLinf(self.net, eps=p.eps, alpha=step, steps=20, random_start="uniform", seed=seed)
+            if name in in_suite:
+                out[name] = suite[in_suite[name]]
+            elif name == "pgd40":
+                out[name] = build_attack("pgd", self.net, eps=p.eps, alpha=step, steps=40, random_start="uniform",
+                                         seed=seed)
             elif name == "pgd20_softmask":
                 if self.net.ra:  # crafted on the differentiable surrogate, judged on the real network
-                    inner = PGD(SoftMaskSurrogate(self.net, p.soft_tau), eps=p.eps, alpha=step, steps=20,
-                                random_start="uniform", seed=seed)
-                    out[name] = Transfer(self.net, attack=inner, eps=p.eps, seed=seed)
-            elif name == "autoattack":
-                out[name] = AutoAttack(self.net, eps=p.eps, version="standard", seed=seed)
-            else:  # apgd_ce, apgd_dlr
-                out[name] = build_attack(name, self.net, eps=p.eps, seed=seed)
+                    inner = build_attack("pgd", SoftMaskSurrogate(self.net, p.soft_tau), eps=p.eps, alpha=step,
+                                         steps=20, random_start="uniform", seed=seed)
+                    out[name] = build_attack("transfer", self.net, attack=inner, eps=p.eps, seed=seed)
+            else:  # autoattack
+                out[name] = build_attack("autoattack", self.net, eps=p.eps, version="standard", seed=seed)
         return out
 
     def on_validation_epoch_start(self) -> None:
