@@ -23,6 +23,8 @@ from visec.engine.method import Method, method_of
 from visec.engine.module import BinaryDetector, MethodModule
 from visec.registry import METHODS
 
+from conftest import E2E_RUNS
+
 ANCRA_TINY = ("model.arch=small_ra_cnn", "model.arch_kwargs={width: 4}", "model.steps=1", "model.eval_steps=1",
               "data.image_size=16", "model.test_attacks=[fgsm]")
 # seconds-sized settings of each method (random weights, tiny widths)
@@ -177,3 +179,14 @@ def test_tiny_engine_fit_and_test(name, digits_or_synth, tmp_path, one_torch_thr
     card = engine.test()
     assert card.method == card_name(cfg)
     assert ResultCard.load(next((tmp_path / "run" / "cards").glob("*.card.json"))).method == card.method
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(E2E_RUNS))
+def test_tiny_run_learns_the_embedded_data(name, e2e_run, one_torch_thread):
+    """Each method's shared tiny run (tests/conftest.py E2E_RUNS) learns its embedded data."""
+    engine, fit = e2e_run(name)
+    _, _, card_method, min_auc = E2E_RUNS[name]
+    card = engine.test()
+    assert card.method == card_method and fit["best_epoch"] is not None
+    assert card.metrics["frame"]["auc"]["value"] > min_auc, card.metrics["frame"]["auc"]

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from visec.config import load_config
+
+from conftest import run_config
 from visec.engine import Engine
 from visec.checkpoint import load_state_dict_file, save_checkpoint
 from visec.errors import CheckpointError, ConfigError, ManifestError
@@ -16,8 +17,8 @@ from visec.report.leaderboard import leaderboard
 
 
 def _cfg(manifest, tmp_path, *extra):
-    return load_config("classifier", [f"data.manifest={manifest}", f"output_dir={tmp_path}",
-                                      "train.max_epochs=6", "train.bootstrap=200", *extra])
+    return run_config("classifier", f"data.manifest={manifest}", "train.max_epochs=6", "train.bootstrap=200",
+                      *extra, out=tmp_path)
 
 
 @pytest.fixture(scope="module")

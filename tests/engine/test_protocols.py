@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from visec.config import load_config
+
+from conftest import run_config
 from visec.data.datamodule import FaceDataModule
 from visec.data.manifest import read_manifest
 from visec.engine import Engine
@@ -16,8 +17,8 @@ HELD = "splice-eyes"
 
 
 def _cfg(manifest, tmp_path, *extra):
-    return load_config("classifier", [f"data.manifest={manifest}", f"output_dir={tmp_path}", "name=run",
-                                      "train.max_epochs=2", "train.bootstrap=0", *extra])
+    return run_config("classifier", f"data.manifest={manifest}", "train.max_epochs=2", "train.bootstrap=0",
+                      *extra, out=tmp_path)
 
 
 def test_holdout_removes_a_family_from_training_and_keeps_it_alone_in_test(toy_manifest, tmp_path):

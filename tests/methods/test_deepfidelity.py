@@ -8,7 +8,7 @@ import torch
 
 import visec.methods.deepfidelity  # noqa: F401  (registers the method)
 from visec.config import load_config
-from visec.engine import Engine, build_module
+from visec.engine import build_module
 from visec.methods.deepfidelity import (CBlock, RBFSVR, SharpnessJPEGQuality, SSAAFormer, SymmetricFusion,
                                         fidelity_targets)
 
@@ -153,38 +153,14 @@ def test_torch_rbf_svr_equals_sklearn_and_resizes_on_load():
         RBFSVR(5, capacity=10).fit(x, t)
 
 
-def _tiny_cfg(manifest, tmp_path, *extra):
-    return load_config("deepfidelity", [f"data.manifest={manifest}", f"output_dir={tmp_path}", "name=df",
-                                        "train.bootstrap=0", "model.depths=[1,1,1,1]",
-                                        "model.dims=[16,32,64,128]", "model.head_dim=16", *extra])
-
-
-@pytest.fixture(scope="module")
-def synth_resynth(tmp_path_factory):
-    """Embedded data a from-scratch transformer learns in a test-sized run: the resynth family only,
-    400 DCGAN identities at 32 px (about 800 images, a few seconds)."""
-    from visec.data.synthetic import make_synth_dataset
-
-    return make_synth_dataset(tmp_path_factory.mktemp("synth_resynth"), seed=0, identities=400, frames=1,
-                              families=("resynth",), size=32).manifest
-
-
-def test_tiny_fitted_run_scores_in_ranges_and_round_trips(synth_resynth, tmp_path, one_torch_thread):
-    """End to end on the embedded data: stage A, the fidelity stage, test AUC, checkpoint round trip.
-
-    From random weights the mixed embedded set is too subtle for a test-sized run (this tiny
-    SSAAFormer stays at test AUC 0.50-0.59 on `synth_small`, like the tiny_cnn baseline); the
-    resynth family with 400 identities at 32 px is learnt in 8 epochs (test AUC about 0.9)."""
+def test_tiny_fitted_run_scores_in_ranges_and_round_trips(e2e_run, one_torch_thread):
+    """End to end on the embedded data (the shared run of tests/conftest.py E2E_RUNS, whose test
+    AUC the contract test checks): stage A, the fidelity stage, checkpoint round trip."""
     from visec.engine.engine import LAST
 
-    torch.manual_seed(0)
-    cfg = _tiny_cfg(synth_resynth, tmp_path, "data.image_size=32", "train.max_epochs=8",
-                    "model.patch_sizes=[2,2,2,2]", "model.layer_scale=1.0", "model.drop_path=0")
-    engine = Engine(cfg)
-    fit = engine.fit()
+    engine, fit = e2e_run("deepfidelity")
+    cfg = engine.cfg
     card = engine.test()
-    assert card.method == "deepfidelity"
-    assert card.metrics["frame"]["auc"]["value"] > 0.7, card.metrics["frame"]["auc"]
     assert "stage_a" in card.metrics and 0 <= card.metrics["stage_a"]["auc"]["value"] <= 1
     assert fit["best_epoch"] is not None
 

@@ -251,15 +251,12 @@ def test_registered_for_every_modality_and_checks_the_family_count(synth_small, 
 
 
 # -- end to end ------------------------------------------------------------------------------------
-def test_end_to_end_on_the_embedded_data(synth_small, tmp_path, one_torch_thread):
-    cfg = load_config("hfc_mffd", [f"data.manifest={synth_small.manifest}", f"output_dir={tmp_path}", "name=e2e",
-                                   "train.max_epochs=3", "train.bootstrap=0"])
-    engine = Engine(cfg)
-    engine.fit()
+def test_end_to_end_run_keeps_its_statistics_and_reports_the_hierarchy(e2e_run, one_torch_thread):
+    """The shared tiny run (tests/conftest.py E2E_RUNS; the contract test checks it learns)."""
+    engine, _ = e2e_run("hfc_mffd")
     module, _ = engine.load_module()
     assert float(module.net.dct_count) > 0  # the Welford statistics came back with the checkpoint
     card = engine.test()
-    assert card.metrics["frame"]["auc"]["value"] > 0.7, card.metrics["frame"]["auc"]
     hier = card.metrics["hierarchical"]
     assert 0 <= hier["acc"]["value"] <= 1 and 0 <= hier["type_acc"]["value"] <= 1
     assert hier["classes"] == "real|component|faceswap|resynth"
