@@ -9,6 +9,8 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import pytest  # noqa: E402
 
+from shared_runs import E2E_RUNS, run_config  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def toy_manifest(tmp_path_factory):
@@ -38,14 +40,6 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-def run_config(method: str, *overrides: str, out=None, name: str = "run"):
-    """A method's shipped config with overrides, writing into ``out`` (the one config helper of the
-    tests: no per-file ``_cfg`` copies)."""
-    from visec.config import load_config
-
-    return load_config(method, [*([f"output_dir={out}", f"name={name}"] if out is not None else []), *overrides])
-
-
 @pytest.fixture(scope="session")
 def synth_mnv2(tmp_path_factory):
     """The embedded data with 200 identities (what an ImageNet MobileNetV2 learns in 3 epochs)."""
@@ -62,29 +56,6 @@ def synth_resynth(tmp_path_factory):
 
     return make_synth_dataset(tmp_path_factory.mktemp("synth_resynth"), seed=0, identities=400, frames=1,
                               families=("resynth",), size=32)
-
-
-# Each method's tiny end-to-end run on the embedded data: (data fixture, overrides, card name, the
-# frame AUC its test must beat). One fit per session, shared by the contract test that checks the
-# learning (tests/core/test_contract.py) and the method's own file that checks its extra stages.
-E2E_RUNS: dict[str, tuple[str, tuple[str, ...], str, float]] = {
-    # r = 0.1 with d = 3 (the 64 px default d = 1 also learns, but its AUC on this 36-image test
-    # split sits too close to 0.7 for a reliable assertion: 0.72 at seeds 0 and 1; d = 3: 0.73/0.77)
-    "acmf": ("synth_small", ("model.backbone=mobilenetv2", "model.weights=imagenet", "model.dropout=0",
-                             "model.low_pass=3", "train.max_epochs=2", "train.bootstrap=0"),
-             "acmf/mobilenetv2+imagenet", 0.7),
-    "classifier": ("synth_mnv2", ("model.backbone=mobilenetv2", "model.weights=imagenet", "data.image_size=64",
-                                  "train.max_epochs=3", "train.bootstrap=0", "data.batch_size=16"),
-                   "classifier/mobilenetv2+imagenet", 0.75),
-    # from random weights the mixed embedded set is too subtle for a test-sized SSAAFormer (test AUC
-    # 0.50-0.59 on synth_small, like the tiny_cnn baseline); the resynth family at 32 px is learnt
-    # in 8 epochs (test AUC about 0.9)
-    "deepfidelity": ("synth_resynth", ("train.bootstrap=0", "model.depths=[1,1,1,1]", "model.dims=[16,32,64,128]",
-                                       "model.head_dim=16", "data.image_size=32", "train.max_epochs=8",
-                                       "model.patch_sizes=[2,2,2,2]", "model.layer_scale=1.0", "model.drop_path=0"),
-                     "deepfidelity", 0.7),
-    "hfc_mffd": ("synth_small", ("train.max_epochs=3", "train.bootstrap=0"), "hfc_mffd", 0.7),
-}
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from visec.engine.method import Method, method_of
 from visec.engine.module import BinaryDetector, MethodModule
 from visec.registry import METHODS
 
-from conftest import E2E_RUNS
+from shared_runs import E2E_RUNS
 
 ANCRA_TINY = ("model.arch=small_ra_cnn", "model.arch_kwargs={width: 4}", "model.steps=1", "model.eval_steps=1",
               "data.image_size=16", "model.test_attacks=[fgsm]")

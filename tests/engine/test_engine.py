@@ -8,7 +8,7 @@ import pytest
 import torch
 
 
-from conftest import run_config
+from shared_runs import run_config
 from visec.engine import Engine
 from visec.checkpoint import load_state_dict_file, save_checkpoint
 from visec.errors import CheckpointError, ConfigError, ManifestError

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 
-from conftest import run_config
+from shared_runs import run_config
 from visec.data.datamodule import FaceDataModule
 from visec.data.manifest import read_manifest
 from visec.engine import Engine
