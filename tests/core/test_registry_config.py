@@ -83,3 +83,16 @@ def test_method_params_class_validates_types():
     assert isinstance(params, BaseModel) and params.dropout == 0.3
     with pytest.raises(ConfigError, match="model.dropout"):
         load_config("classifier", ["model.dropout=2"])
+
+
+def test_registries_fill_from_the_package_entry_points():
+    from importlib.metadata import entry_points
+
+    from visec.errors import RegistryError
+    from visec.registry import METHODS, Registry
+
+    groups = {ep.value for ep in entry_points(group="visec.methods")}
+    assert "visec.methods" in groups and "acmf" in METHODS  # the built-ins come through the metadata
+    empty = Registry("widget", "visec.no_such_group")
+    with pytest.raises(RegistryError, match="entry points .* are missing"):
+        empty.names()
