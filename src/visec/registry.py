@@ -60,9 +60,9 @@ class Registry:
                 raise RegistryError(f"{self.kind} '{key}' is already registered")
             doc = summary or (obj.__doc__ or "").strip().splitlines()[0:1]
             text = doc if isinstance(doc, str) else (doc[0] if doc else "")
-            self._entries[key] = Entry(key, obj, text, dict(meta))
-            if hasattr(obj, "registered"):  # a contract class learns its name (visec.engine.method)
+            if hasattr(obj, "registered"):  # a contract class checks itself and learns its name
                 obj.registered(key)
+            self._entries[key] = Entry(key, obj, text, dict(meta))
             return obj
 
         return deco

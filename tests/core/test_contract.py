@@ -190,3 +190,33 @@ def test_tiny_run_learns_the_embedded_data(name, e2e_run, one_torch_thread):
     card = engine.test()
     assert card.method == card_method and fit["best_epoch"] is not None
     assert card.metrics["frame"]["auc"]["value"] > min_auc, card.metrics["frame"]["auc"]
+
+
+def test_registration_checks_the_contract():
+    """A method class without its network builder, or a test-time-adapting module without its
+    adapted scores, is refused when registered (one line), and takes no registry slot."""
+    from visec.engine.module import BinaryDetector
+    from visec.errors import RegistryError
+    from visec.methods.classifier import ClassifierParams
+
+    class NoNet(Method):
+        family = "forgery detection"
+        Params = ClassifierParams
+        Module = BinaryDetector
+
+    class Adapting(BinaryDetector):
+        def adapts_at_test(self) -> bool:
+            return True
+
+    class NoAdaptedScores(NoNet):
+        Module = Adapting
+
+        @classmethod
+        def build_net(cls, params):
+            return nn.Linear(1, 1)
+
+    with pytest.raises(RegistryError, match="does not define build_net"):
+        METHODS.register("contract_probe")(NoNet)
+    with pytest.raises(RegistryError, match="defines no adapted_probabilities"):
+        METHODS.register("contract_probe")(NoAdaptedScores)
+    assert "contract_probe" not in METHODS

@@ -169,12 +169,10 @@ def _run(plan: _Plan, manifest: Path, images: str, out: Path, seed: int, extra: 
         vcfg = load_config(e.config, [f"data.manifest={manifest}", f"train.seed={seed}", *e.overrides,
                                       *plan.overrides, *extra, *variant])
         tests.append((Engine(vcfg, run_dir, progress=True), None))
-    cards, names = [], {}
+    cards = []
     for eng, corruption in tests:
         protocol = plan.protocol + (f"+{corruption}" if corruption else "")
-        if id(eng) not in names:  # the card name of each engine's config, built once
-            names[id(eng)] = card_name(eng.cfg)
-        key = (names[id(eng)], protocol)
+        key = (card_name(eng.cfg), protocol)
         if key in have:
             cards.append(have[key])
             continue

@@ -39,15 +39,15 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import lightning as L
 from pydantic import BaseModel
 from torch import nn
 
 from visec.config import DataConfig, TrainConfig, config_dir
-from visec.engine.module import MethodModule
-from visec.errors import ConfigError
+from visec.engine.module import BinaryDetector, MethodModule
+from visec.errors import ConfigError, RegistryError
 
 
 class Method:
@@ -69,17 +69,23 @@ class Method:
         super().__init_subclass__(**kwargs)
         cls.name = ""  # a subclass is another method: it gets its own name when registered
 
+    # ``build_net(params) -> nn.Module`` (a classmethod): the pure network for ``params`` (random or
+    # local weights; never a download). Every method defines it; registration checks that it does.
+    build_net: ClassVar[Callable[[Any], nn.Module]]
+
     @classmethod
     def registered(cls, name: str) -> None:
-        """Called by the registry with the method's name (the contract's identity)."""
+        """Called by the registry with the method's name: checks the contract, then takes the name."""
+        missing = [m for m in ("Params", "Module", "build_net") if not hasattr(cls, m)]
+        if missing:
+            raise RegistryError(f"method '{name}' does not define {', '.join(missing)} (see visec.engine.method)")
+        if (getattr(cls.Module, "adapts_at_test", None) not in (None, BinaryDetector.adapts_at_test)
+                and not hasattr(cls.Module, "adapted_probabilities")):
+            raise RegistryError(f"method '{name}': {cls.Module.__name__} adapts at test time but defines no "
+                                f"adapted_probabilities")
         cls.name = name
 
     # -- the network and its module ------------------------------------------------------------
-    @classmethod
-    def build_net(cls, params: Any) -> nn.Module:
-        """The pure network for ``params`` (random or local weights; never a download)."""
-        raise NotImplementedError(f"method '{cls.name}' does not implement build_net")
-
     @classmethod
     def build(cls, params: Any, train_cfg: TrainConfig) -> MethodModule:
         """The method's LightningModule around a new network."""

@@ -15,7 +15,7 @@ Stage hooks (each a no-op by default):
 * :meth:`MethodModule.prepare_test` — before a test run (ACMF's labelled source pool);
 * :meth:`MethodModule.evaluation_attacks` — the attacks a robustness method is tested under
   (ANCRA's suite);
-* :meth:`BinaryDetector.adapts_at_test` / :meth:`BinaryDetector.adapted_probabilities` —
+* :meth:`BinaryDetector.adapts_at_test` / ``adapted_probabilities`` —
   transductive test-time adaptation (ACMF's per-video forgery-attention consistency).
 """
 
@@ -161,12 +161,10 @@ class BinaryDetector(MethodModule):
         self._record("index", batch["index"])
 
     def adapts_at_test(self) -> bool:
-        """Whether test scores come from :meth:`adapted_probabilities` (transductive adaptation)."""
+        """Whether test scores come from ``adapted_probabilities(index) -> probabilities (N,)``, which
+        a module that adapts at test time defines (registration checks it): the probabilities of fake
+        for this rank's test samples ``index`` after its transductive adaptation."""
         return False
-
-    def adapted_probabilities(self, index: np.ndarray) -> torch.Tensor:
-        """Probabilities of fake for the test samples ``index`` (this rank's), after adaptation."""
-        raise NotImplementedError
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._collect(batch)

@@ -314,7 +314,6 @@ class AdversarialTrainingMethod(Method):
     Params = AdversarialTrainingParams
     Module = AdversarialTrainer
     modalities = ("vis",)
-    config_name = "adversarial_training"
     bench = "ancra"
 
     @classmethod
@@ -338,4 +337,3 @@ class AncraMethod(AdversarialTrainingMethod):
     """ANCRA: asymmetric negative contrast + reverse attention on TRADES/PGD-AT/MART (arXiv 2310.03358)"""
 
     Params = AncraParams
-    config_name = "ancra"
