@@ -9,7 +9,7 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import pytest  # noqa: E402
 
-from shared_runs import E2E_RUNS, run_config  # noqa: E402
+from shared_runs import E2E_RUNS, GCSCOOP_E2E, GCSCOOP_PRETRAIN, run_config  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -85,3 +85,43 @@ def e2e_run(request, tmp_path_factory):
         return done[method]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def captions_small(tmp_path_factory):
+    """The embedded captioned objects, test-sized: 24 categories x (100 pre-training + 16 train + 4 val
+    + 12 test) images at 32 px (a few seconds, once per session)."""
+    from visec.data.synthetic.captions import make_caption_dataset
+
+    return make_caption_dataset(tmp_path_factory.mktemp("captions"), pretrain=100, train=16, val=4, test=12).root
+
+
+@pytest.fixture(scope="session")
+def gcscoop_e2e(captions_small, tmp_path_factory):
+    """GCSCoOp's tiny end-to-end run: a test-sized CLIP pre-trained on ``captions_small`` (cached there),
+    CoOp + GCSAM fitted on the base classes; ``(engine, fit result, zero-shot {"base", "new"} accuracy)``."""
+    import torch
+
+    from visec.engine import Engine
+    from visec.engine.engine import build_datamodule, build_module
+    from visec.methods.gcscoop.pretrain import pretrain_tiny_clip
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        weights = pretrain_tiny_clip(captions_small, 0, {}, GCSCOOP_PRETRAIN)
+        common = [f"data.root={captions_small}", f"model.clip_weights={weights}", *GCSCOOP_E2E]
+        zero_shot = {}
+        for split, key in (("test", "base"), ("test_new", "new")):
+            cfg = run_config("gcscoop", "model.learner=zeroshot", *common)
+            module = build_module(cfg).eval()
+            ds = build_datamodule(cfg).dataset(split)
+            module.net.set_classnames(ds.classnames)
+            with torch.no_grad():
+                x = torch.stack([ds[i]["image"] for i in range(len(ds))])
+                zero_shot[key] = float((module(x).argmax(1) == ds.labels).float().mean())
+        torch.manual_seed(0)
+        engine = Engine(run_config("gcscoop", *common, out=tmp_path_factory.mktemp("e2e_gcscoop"), name="e2e"))
+        return engine, engine.fit(), zero_shot
+    finally:
+        torch.set_num_threads(before)

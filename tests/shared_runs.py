@@ -33,3 +33,7 @@ E2E_RUNS: dict[str, tuple[str, tuple[str, ...], str, float]] = {
                      "deepfidelity", 0.7),
     "hfc_mffd": ("synth_small", ("train.max_epochs=3", "train.bootstrap=0"), "hfc_mffd", 0.7),
 }
+
+# GCSCoOp's tiny run (tests/conftest.py gcscoop_e2e): the test-sized CLIP pre-training and the fit
+GCSCOOP_PRETRAIN = {"epochs": 6}
+GCSCOOP_E2E = ("train.max_epochs=10", "model.crop_scale=[1.0,1.0]", "data.hflip=false")

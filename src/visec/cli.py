@@ -99,23 +99,38 @@ def data_toy(out: Path = typer.Option(Path("data/toy"), "--out", help="Output fo
 
 
 @data_app.command("synth")
-def data_synth(out: Path = typer.Option(Path("data/synth"), "--out", help="Output folder."),
+def data_synth(out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default data/synth, "
+                                                  "or data/captions for --kind captions)."),
+               kind: str = typer.Option("faces", "--kind", help="faces (forgery detection) or captions "
+                                        "(captioned objects for CLIP pre-training and prompt learning)."),
                seed: int = typer.Option(0, "--seed"),
                identities: int = typer.Option(500, "--identities", help="DCGAN identities (each: a real and a fake video)."),
                frames: int = typer.Option(2, "--frames", help="Frames per video."),
-               size: int = typer.Option(64, "--size", help="Image side in pixels (the GAN faces are 64 px)."),
+               size: Optional[int] = typer.Option(None, "--size", help="Image side in pixels (default 64 for faces: "
+                                                  "the GAN faces are 64 px; 32 for captions)."),
                family: list[str] = typer.Option([], "--family", help="Manipulation family (repeatable; default all)."),
                force: bool = typer.Option(False, "--force", help="Regenerate even if cached."),
                ) -> None:
-    """Generate the embedded face-forgery dataset (GAN + public-domain faces, 3 manipulation families)."""
+    """Generate an embedded dataset: GAN + public-domain faces with 3 manipulation families, or
+    captioned procedural objects (24 categories) for prompt learning."""
     from rich.progress import Progress
 
+    if kind == "captions":
+        from visec.data.synthetic.captions import make_caption_dataset
+
+        with err_console.status("drawing the captioned objects ..."):
+            rep = make_caption_dataset(out or Path("data/captions"), force=force, seed=seed, size=size or 32)
+        console.print(f"{rep.images} images ({'cached' if rep.cached else f'{rep.seconds:.1f} s'}) in {rep.root} "
+                      f"(sha256 {rep.digest[:16]})")
+        return
+    if kind != "faces":
+        raise ConfigError(f"--kind must be faces or captions (got {kind!r})")
     from visec.data.synthetic import FAMILIES, make_synth_dataset
 
     with Progress(console=err_console, transient=True) as bar:
         task = bar.add_task("generating faces", total=None)
-        report = make_synth_dataset(out, seed=seed, identities=identities, frames=frames, size=size,
-                                    families=tuple(family or FAMILIES), force=force,
+        report = make_synth_dataset(out or Path("data/synth"), seed=seed, identities=identities, frames=frames,
+                                    size=size or 64, families=tuple(family or FAMILIES), force=force,
                                     progress=lambda done, total: bar.update(task, completed=done, total=total))
     how = "cached" if report.cached else f"{report.seconds:.1f} s"
     console.print(f"{report.images} images ({', '.join(f'{k} {v}' for k, v in report.counts.items())}; {how})")
@@ -192,8 +207,10 @@ def train_cmd(config: Optional[str] = typer.Argument(None, help="Method name, me
         n = sum(len(v) for v in result["skipped"].values())
         err_console.print(f"[yellow]skipped {n} unreadable image(s); listed in the result card[/yellow]")
     if test_after:
-        card = engine.test()
-        _print_card(card)
+        from visec.engine.method import method_of
+
+        for split, protocol in method_of(engine.cfg.method).test_protocols:
+            _print_card(engine.test(split=split, protocol=protocol))
 
 
 @app.command("test")

@@ -143,6 +143,11 @@ class TrainConfig(_Strict):
     scheduler: Literal["none", "cosine", "step", "multistep"] = "cosine"
     milestones: list[int] = Field(default_factory=list)  # epochs where "multistep" multiplies lr by gamma
     gamma: float = Field(0.1, gt=0)
+    # sharpness-aware wrappers around the optimiser (visec.engine.sam): two passes per step
+    sam: Literal["none", "sam", "gcsam"] = "none"
+    sam_rho: float = Field(0.05, ge=0)  # radius of the ascent step (global L2 norm)
+    sam_beta1: float = Field(0.5, le=1)  # GCSAM: cos(g_sam, g) <= beta1 -> the ERM gradient
+    sam_beta2: float = Field(0.8, le=1)  # GCSAM: cos >= beta2 -> the SAM gradient; between: projection
     accelerator: str = "auto"
     devices: int | str = "auto"
     num_nodes: int = Field(1, ge=1)
@@ -157,6 +162,15 @@ class TrainConfig(_Strict):
     monitor: str = "auc"
     monitor_mode: Literal["max", "min"] = "max"
     bootstrap: int = Field(1000, ge=0)  # bootstrap resamples for confidence intervals
+
+    @model_validator(mode="after")
+    def _check_sam(self) -> "TrainConfig":
+        if self.sam == "gcsam" and not self.sam_beta1 < self.sam_beta2:
+            raise ValueError(f"train.sam_beta1 ({self.sam_beta1}) must be below train.sam_beta2 ({self.sam_beta2})")
+        if self.sam != "none" and self.precision.startswith("16"):
+            raise ValueError(f"train.sam={self.sam} cannot run with precision {self.precision} (its gradient scaler "
+                             f"runs the closure itself); use bf16-mixed or 32-true")
+        return self
 
 
 class RunConfig(_Strict):

@@ -39,6 +39,8 @@ TINY: dict[str, tuple[str, ...]] = {
                  "model.patch_hidden=[16]", "model.image_hidden=[16]"),
     "adversarial_training": ANCRA_TINY,
     "ancra": ANCRA_TINY,
+    "gcscoop": ("model.clip_weights=random", "model.tiny={embed_dim: 16, vision_width: 8, text_width: 16, "
+                "text_layers: 1, heads: 2, context_length: 16}"),
 }
 METHOD_NAMES = METHODS.names()
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,10 +110,16 @@ def test_input_range_shape_loss_and_one_fit_step(name, one_torch_thread):
     before = {k: v.detach().clone() for k, v in module.net.named_parameters()}
     losses = module.losses(batch)
     assert set(losses) >= {"loss"} and losses["loss"].ndim == 0 and torch.isfinite(losses["loss"])
-    losses["loss"].backward()
     opt = module.configure_optimizers()
     opt = opt["optimizer"] if isinstance(opt, dict) else opt
-    opt.step()
+
+    def closure():  # what Lightning passes: SAM-style optimisers (train.sam) call it twice
+        opt.zero_grad()
+        loss = module.losses(batch)["loss"]
+        loss.backward()
+        return loss
+
+    opt.step(closure)
     moved = [k for k, v in module.net.named_parameters() if not torch.equal(v, before[k])]
     assert moved, f"{name}: one optimiser step on its loss moved no weight"
 
@@ -120,7 +128,8 @@ def test_input_range_shape_loss_and_one_fit_step(name, one_torch_thread):
 def test_card_name_is_the_methods_own(name):
     cfg = tiny_config(name)
     method = method_of(name)
-    assert card_name(cfg) == method.card_name(cfg.method_params())
+    rule = f"+{cfg.train.sam}" if cfg.train.sam != "none" else ""  # the engine names the optimiser rule
+    assert card_name(cfg) == method.card_name(cfg.method_params()) + rule
     assert not hasattr(build_module(cfg), "card_method")  # not an attribute patched on a module
     default = load_config(name)
     assert method.card_name(default.method_params()).split("/")[0].split("+")[0] in (name, default.model.get(
@@ -160,18 +169,26 @@ def digits_or_synth(tmp_path_factory):
                               size=32).manifest
 
 
+def _tiny_data(name: str, request) -> list[str]:
+    """Each family's embedded data, as the contract's tiny engine run reads it."""
+    family = method_of(name).family
+    if family == "adversarial robustness":
+        return ["data.dataset=digits", "train.limit_train_batches=2", "train.monitor=robust_acc"]
+    if family == "prompt learning":
+        return [f"data.root={request.getfixturevalue('captions_small')}", "train.limit_train_batches=2"]
+    return [f"data.manifest={request.getfixturevalue('digits_or_synth')}", "data.image_size=32",
+            "train.limit_train_batches=2"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", METHOD_NAMES)
-def test_tiny_engine_fit_and_test(name, digits_or_synth, tmp_path, one_torch_thread):
+def test_tiny_engine_fit_and_test(name, request, tmp_path, one_torch_thread):
     """One epoch on a sliver of data, the checkpoint back, one card: every method goes through the
     same engine path (what the copied per-method end-to-end blocks used to check one by one)."""
     from visec.cards import ResultCard
     from visec.engine import Engine
 
-    data = (["data.dataset=digits", "train.limit_train_batches=2", "train.monitor=robust_acc"]
-            if method_of(name).family == "adversarial robustness"
-            else [f"data.manifest={digits_or_synth}", "data.image_size=32", "train.limit_train_batches=2"])
-    cfg = tiny_config(name, *data, f"output_dir={tmp_path}", "name=run", "train.max_epochs=1",
+    cfg = tiny_config(name, *_tiny_data(name, request), f"output_dir={tmp_path}", "name=run", "train.max_epochs=1",
                       "train.bootstrap=0", "data.batch_size=16")
     engine = Engine(cfg)
     fit = engine.fit()

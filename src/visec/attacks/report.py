@@ -3,25 +3,12 @@
 
 from __future__ import annotations
 
-import math
-import statistics
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 import torch
 
-def wilson_interval(k: int, n: int, level: float = 0.95) -> list[float] | None:
-    """Wilson score interval for ``k`` successes out of ``n`` (``None`` when ``n == 0``)."""
-    if n <= 0:
-        return None
-    z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    lo = 0.0 if k == 0 else max(0.0, centre - half)
-    hi = 1.0 if k == n else min(1.0, centre + half)
-    return [lo, hi]
+from visec.metrics.multiclass import wilson_interval  # noqa: F401  (re-exported)
 
 
 def worst_case(clean_correct: torch.Tensor, successes: Mapping[str, torch.Tensor]) -> torch.Tensor:

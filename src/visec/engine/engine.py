@@ -59,8 +59,10 @@ def build_module(cfg: RunConfig) -> MethodModule:
 
 def card_name(cfg: RunConfig) -> str:
     """The model name on a result card: the method's name for its variant (``Method.card_name``,
-    e.g. ``trades+ancra``), with the modality when it is not visible light (``hfc_mffd[nir]``)."""
+    e.g. ``trades+ancra``), then the sharpness-aware optimiser rule when one is on (``+gcsam``) and
+    the modality when it is not visible light (``hfc_mffd[nir]``)."""
     name = method_of(cfg.method).card_name(cfg.method_params())
+    name += f"+{cfg.train.sam}" if cfg.train.sam != "none" else ""
     return name + (f"[{cfg.data.modality}]" if cfg.data.modality != "vis" else "")
 
 

@@ -24,6 +24,8 @@ Everything the engine, the bench, the CLI and the contract test need comes from 
 * ``card_name(params)`` is the model name on result cards (``xception``, ``trades+ancra``);
 * ``build_datamodule(data_cfg, train_cfg, params)`` is its data (default: the face manifest);
 * ``config_name`` names its shipped default config (``configs/<config_name>/default.yaml``);
+* ``test_protocols`` lists the ``(split, protocol)`` tests ``visec train`` runs after fitting
+  (GCSCoOp: base and new classes);
 * ``bench`` names the bench job ``visec bench --method NAME`` runs; ``bench_tests`` and
   ``bench_entrants`` add test-time variants and extra entrants to a forgery bench;
 * ``readme()`` is the folder's README (paper, equations, departures, and the test guarding each
@@ -64,6 +66,8 @@ class Method:
     bench_tests: ClassVar[tuple[tuple[str, ...], ...]] = ()
     # forgery bench: extra entrants ``(label suffix, overrides, leave-one-out?, sweep?)``
     bench_entrants: ClassVar[tuple[tuple[str, tuple[str, ...], bool, bool], ...]] = ()
+    # the tests `visec train` runs on the selected checkpoint: (split, protocol); None = the defaults
+    test_protocols: ClassVar[tuple[tuple[str | None, str | None], ...]] = ((None, None),)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

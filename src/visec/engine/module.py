@@ -36,7 +36,13 @@ from visec.errors import MetricError
 
 def make_optimizer(params: list, cfg: TrainConfig) -> torch.optim.Optimizer:
     """The configured optimiser (``train.optimizer``, ``lr``, ``weight_decay``, ``momentum``) over
-    parameters or torch parameter groups (a group's own ``lr`` / ``weight_decay`` win)."""
+    parameters or torch parameter groups (a group's own ``lr`` / ``weight_decay`` win), wrapped in
+    SAM or GCSAM when ``train.sam`` says so (:mod:`visec.engine.sam`)."""
+    if cfg.sam != "none":
+        from visec.engine.sam import SAM
+
+        return SAM(params, lambda groups: make_optimizer(groups, cfg.model_copy(update={"sam": "none"})),
+                   rho=cfg.sam_rho, rule=cfg.sam, beta1=cfg.sam_beta1, beta2=cfg.sam_beta2)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
@@ -108,6 +114,7 @@ class MethodModule(L.LightningModule):
         self._stage_step = self.trainer.global_step
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._log_sam_stats()
         # last batch of the epoch: before validation and before the engine's checkpoint save
         if batch_idx + 1 >= self.trainer.num_training_batches:
             self._run_epoch_stage()
@@ -117,6 +124,21 @@ class MethodModule(L.LightningModule):
         trainer = self.trainer
         if trainer.state.fn == "fit" and not trainer.sanity_checking and self._stage_step != trainer.global_step:
             self._run_epoch_stage()
+
+    def _log_sam_stats(self) -> None:
+        """With ``train.sam``: this step's gradient cosine and GCSAM branch shares (one row per step)."""
+        if self.train_cfg.sam == "none" or self._trainer is None:
+            return
+        stats = getattr(self.trainer.optimizers[0], "last_stats", None) if self.trainer.optimizers else None
+        if not stats or not stats["cos"]:
+            return
+        from visec.engine.sam import BRANCH_NAMES
+
+        n = len(stats["branch"])
+        values = {"train/sam_cos": float(np.mean(stats["cos"]))}
+        values.update({f"train/sam_{name}": sum(b == k for b in stats["branch"]) / n
+                       for k, name in BRANCH_NAMES.items()})
+        self.log_dict(values, on_step=True, on_epoch=False, batch_size=1)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         losses = self.losses(batch)

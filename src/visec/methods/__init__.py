@@ -5,3 +5,4 @@ from visec.methods import ancra  # noqa: F401
 from visec.methods import hfc_mffd  # noqa: F401
 from visec.methods import deepfidelity  # noqa: F401
 from visec.methods import acmf  # noqa: F401
+from visec.methods import gcscoop  # noqa: F401

@@ -1,4 +1,5 @@
-"""Evaluation metrics (AUC, EER, AP, accuracy) with bootstrap confidence intervals."""
+"""Evaluation metrics (AUC, EER, AP, accuracy) with bootstrap confidence intervals; multi-class
+accuracy and the base-to-new summary of prompt learning."""
 
 from __future__ import annotations
 
@@ -11,8 +12,13 @@ from visec.metrics.classification import (
     roc_auc,
     video_scores,
 )
+from visec.metrics.multiclass import base_new_summary, harmonic_mean, topk_accuracy, wilson_interval
 
 __all__ = [
+    "base_new_summary",
+    "harmonic_mean",
+    "topk_accuracy",
+    "wilson_interval",
     "accuracy",
     "average_precision",
     "binary_metrics",
