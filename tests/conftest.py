@@ -89,11 +89,11 @@ def e2e_run(request, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def captions_small(tmp_path_factory):
-    """The embedded captioned objects, test-sized: 24 categories x (100 pre-training + 16 train + 4 val
-    + 12 test) images at 32 px (a few seconds, once per session)."""
+    """The embedded captioned objects, test-sized: 24 categories x (150 pre-training + 16 train + 4 val
+    + 24 test) images at 32 px (about 10 s, once per session)."""
     from visec.data.synthetic.captions import make_caption_dataset
 
-    return make_caption_dataset(tmp_path_factory.mktemp("captions"), pretrain=100, train=16, val=4, test=12).root
+    return make_caption_dataset(tmp_path_factory.mktemp("captions"), pretrain=150, train=16, val=4, test=24).root
 
 
 @pytest.fixture(scope="session")
@@ -106,10 +106,10 @@ def gcscoop_e2e(captions_small, tmp_path_factory):
     from visec.engine.engine import build_datamodule, build_module
     from visec.methods.gcscoop.pretrain import pretrain_tiny_clip
 
+    weights = pretrain_tiny_clip(captions_small, 0, {}, GCSCOOP_PRETRAIN)  # about a minute on 2 threads
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        weights = pretrain_tiny_clip(captions_small, 0, {}, GCSCOOP_PRETRAIN)
         common = [f"data.root={captions_small}", f"model.clip_weights={weights}", *GCSCOOP_E2E]
         zero_shot = {}
         for split, key in (("test", "base"), ("test_new", "new")):

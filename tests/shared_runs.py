@@ -35,5 +35,5 @@ E2E_RUNS: dict[str, tuple[str, tuple[str, ...], str, float]] = {
 }
 
 # GCSCoOp's tiny run (tests/conftest.py gcscoop_e2e): the test-sized CLIP pre-training and the fit
-GCSCOOP_PRETRAIN = {"epochs": 6}
-GCSCOOP_E2E = ("train.max_epochs=10", "model.crop_scale=[1.0,1.0]", "data.hflip=false")
+GCSCOOP_PRETRAIN = {"epochs": 12, "batch_size": 128}
+GCSCOOP_E2E = ("train.max_epochs=10",)

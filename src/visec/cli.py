@@ -382,11 +382,13 @@ def bench_cmd(cards: Optional[list[Path]] = typer.Argument(None, help="Card file
 HEADLINE = ("method", "test_data", "protocol", "seed", "selection", "frame/auc", "frame/eer", "frame/acc",
             "video/auc", "video/eer", "video/acc", "trace/top1_accuracy", "trace/false_identification_rate",
             "trace/rejection_rate", "trace/mean_attributes_used", "trace/mean_final_entropy",
-            "robust/clean_acc", "robust/fgsm_acc", "robust/pgd20_acc", "robust/worst_case_acc")
+            "robust/clean_acc", "robust/fgsm_acc", "robust/pgd20_acc", "robust/worst_case_acc", "classify/acc",
+            "base2new/base_acc", "base2new/new_acc", "base2new/hm")
 
 
 SHORT_HEADERS = {"trace/top1_accuracy": "top1_acc", "trace/false_identification_rate": "false_id_rate",
-                 "trace/rejection_rate": "reject_rate", "trace/mean_attributes_used": "attrs_used",
+                 "trace/rejection_rate": "reject_rate", "base2new/base_acc": "base", "base2new/new_acc": "new",
+                 "base2new/hm": "H", "trace/mean_attributes_used": "attrs_used",
                  "trace/mean_final_entropy": "final_bits"}
 
 

@@ -48,13 +48,15 @@ def _slug(label: str) -> str:
 
 
 def _data_overrides(data: str | Path | None, overrides: list[str], out: Path) -> list[str]:
+    """The data settings of every run: the embedded set under ``out/data`` unless ``--set data.root`` names
+    another copy, or ``--data ROOT`` with ``--set data.dataset=NAME`` for a CoOp layout."""
+    given = parse_overrides(overrides)
     if data is None:
-        root = out / "data"
+        root = given.get("data", {}).get("root") or out / "data"
         return [f"data.root={root}", f"model.embedded_root={root}"]
     from visec.data.prompt_datasets import LAYOUTS
     from visec.errors import ConfigError
 
-    given = parse_overrides(overrides)
     if given.get("data", {}).get("dataset") in (None, "visec_captions"):
         raise ConfigError(f"--data {data}: also name its layout with --set data.dataset=NAME "
                           f"({', '.join(n for n in LAYOUTS if n != 'visec_captions')})")
@@ -111,12 +113,12 @@ def gcscoop_bench(out: str | Path, *, seed: int = 0, console: Console | None = N
         from visec.data.synthetic.captions import ensure_caption_dataset
         from visec.methods.gcscoop.pretrain import pretrain_tiny_clip
 
-        start = time.perf_counter()
-        root = ensure_caption_dataset(out / "data")
-        console.print(f"data: the captioned objects in {root} ({time.perf_counter() - start:.1f} s)")
         cfg = load_config("gcscoop", extra)
         start = time.perf_counter()
-        path = pretrain_tiny_clip(out / "data", cfg.model["clip_seed"], cfg.model["tiny"], cfg.model["pretrain"],
+        root = ensure_caption_dataset(cfg.data.root)
+        console.print(f"data: the captioned objects in {root} ({time.perf_counter() - start:.1f} s)")
+        start = time.perf_counter()
+        path = pretrain_tiny_clip(root, cfg.model["clip_seed"], cfg.model["tiny"], cfg.model["pretrain"],
                                   log=lambda m: console.print("  " + m))
         console.print(f"tiny CLIP: {path} ({time.perf_counter() - start:.1f} s)")
     chosen = [e for e in ENTRANTS if entrants is None or e[0] in entrants]

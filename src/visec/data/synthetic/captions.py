@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw
 
 from visec.errors import ConfigError
 
-GENERATOR_VERSION = 1  # bump when the images a seed produces change
+GENERATOR_VERSION = 2  # bump when the images a seed produces change
 SPLIT_FILE = "split_visec_captions.json"
 CATEGORIES = ("circle", "square", "triangle", "star", "cross", "ring", "diamond", "crescent", "heart",
               "arrow", "hexagon", "pentagon", "ellipse", "trapezoid", "house", "bowtie", "kite", "chevron",
@@ -185,12 +185,13 @@ def caption(rng: np.random.Generator, category: str, attrs: dict[str, str]) -> s
     det = COUNTS[n]
     colour, texture, bg = attrs["colour"], attrs["texture"], attrs["background"]
     texture_word = "" if texture == "solid" and rng.random() < 0.5 else texture + " "
+    # descriptive captions only, never "a photo of ...": CLIP's hand-crafted prompt is then slightly
+    # off the pre-training distribution, as prompt engineering is for real CLIP (what CoOp learns away)
     templates = [
         f"{det} {texture_word}{colour} {noun} on a {bg} background",
-        f"a photo of {det} {noun}",
         f"{det} {colour} {noun}",
         f"{det} {texture_word}{noun} on {bg}",
-        f"a picture of {det} {colour} {noun}",
+        f"{colour} {noun} drawn on {bg}",
         f"{noun}",
         f"{det} {noun}, {colour} and {texture}",
     ]

@@ -127,6 +127,7 @@ class PromptCLIP(nn.Module):
                                        nn.Linear(meta_hidden or max(1, embed_dim // 16), width))
                          if learner == "cocoop" else None)
         self.set_classnames(classnames)
+        self.register_load_state_dict_post_hook(self._forget_text_cache)
 
     def train(self, mode: bool = True) -> "PromptCLIP":
         super().train(mode)
@@ -146,24 +147,25 @@ class PromptCLIP(nn.Module):
         return self.tokenizer(texts)
 
     def set_classnames(self, classnames: Sequence[str]) -> None:
-        """Tokenise the class names (and, for KgCoOp / zero-shot, encode the hand-crafted prompts)."""
+        """Tokenise the class names (the hand-crafted prompts' features are encoded on first use)."""
         if not classnames:
             raise ConfigError("a prompt learner needs at least one class name")
         self.classnames = list(classnames)
-        device = self.clip.token_embedding.weight.device
-        ids = self.prompt_tokens(self.classnames).to(device)
-        with torch.no_grad():
-            emb = self.clip.token_embedding(ids)
+        ids = self.prompt_tokens(self.classnames).to(self.clip.token_embedding.weight.device)
         self.register_buffer("token_ids", ids, persistent=False)
-        self.register_buffer("token_prefix", emb[:, :1].clone(), persistent=False)  # SOS
-        self.register_buffer("token_suffix", emb[:, 1 + self.n_ctx:].clone(), persistent=False)  # name . EOS pad
+        self._handcrafted = None
+
+    def _forget_text_cache(self, *_: Any) -> None:  # new weights: the cached text features are stale
         self._handcrafted = None
 
     def prompts(self, ctx: torch.Tensor | None = None) -> torch.Tensor:
-        """Prompt embeddings ``(n_cls, L, d)`` (``ctx``: ``(M, d)``, default the learnt context)."""
+        """Prompt embeddings ``(n_cls, L, d)``: SOS, the context ``(M, d)`` (default: the learnt one),
+        then the class name, ".", EOS and padding, all embedded by CLIP's current token table."""
         ctx = self.ctx if ctx is None else ctx
+        with torch.no_grad():
+            emb = self.clip.token_embedding(self.token_ids)
         n = len(self.classnames)
-        return torch.cat([self.token_prefix, ctx.unsqueeze(0).expand(n, -1, -1), self.token_suffix], dim=1)
+        return torch.cat([emb[:, :1], ctx.unsqueeze(0).expand(n, -1, -1).to(emb.dtype), emb[:, 1 + self.n_ctx:]], dim=1)
 
     def encode_prompts(self, prompts: torch.Tensor) -> torch.Tensor:
         """CLIP's text tower on prompt embeddings; features at each prompt's EOS (argmax token id)."""
@@ -179,11 +181,11 @@ class PromptCLIP(nn.Module):
 
     def handcrafted_features(self) -> torch.Tensor:
         """Normalised text features of the hand-crafted prompt "``ctx_init`` {name}." (frozen)."""
-        if self._handcrafted is None or self._handcrafted.device != self.token_prefix.device:
+        if self._handcrafted is None or self._handcrafted.device != self.token_ids.device:
             phrase = self.ctx_init or "a photo of a"
             ids = self.tokenizer([f"{phrase} {n.replace('_', ' ')}." for n in self.classnames])
             with torch.no_grad():
-                self._handcrafted = self.clip.encode_text(ids.to(self.token_prefix.device), normalize=True)
+                self._handcrafted = self.clip.encode_text(ids.to(self.token_ids.device), normalize=True)
         return self._handcrafted
 
     def text_features(self) -> torch.Tensor:
