@@ -109,7 +109,7 @@ def gcscoop_bench(out: str | Path, *, seed: int = 0, console: Console | None = N
     out = Path(out)
     console = console or Console()
     extra = [*_data_overrides(data, list(overrides or []), out), *(overrides or [])]
-    if data is None:
+    if data is None and load_config("gcscoop", extra).model["clip_weights"] == "embedded":
         from visec.data.synthetic.captions import ensure_caption_dataset
         from visec.methods.gcscoop.pretrain import pretrain_tiny_clip
 

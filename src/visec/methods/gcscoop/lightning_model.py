@@ -13,6 +13,7 @@ rule (plain, SAM, GCSAM; :mod:`visec.engine.sam`). GCSCoOp = CoOp + GCSAM (the s
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +30,8 @@ from visec.errors import ConfigError
 from visec.methods.gcscoop.torch_model import LEARNERS, PromptCLIP, load_clip
 from visec.registry import METHODS
 
+# the frozen CLIP stays in eval mode on purpose (no dropout, no statistics updates)
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 EMBEDDED_BASE = list(CATEGORIES[:(len(CATEGORIES) + 1) // 2])
 
 
