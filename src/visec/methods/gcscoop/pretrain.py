@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -74,6 +75,10 @@ def pretrain_tiny_clip(root: str | Path, seed: int = 0, tiny: dict[str, Any] | N
         return path
     import open_clip
 
+    if log is None:  # a one-off step of minutes: say what is happening (stderr, so stdout stays clean)
+        def log(message: str) -> None:
+            print(message, file=sys.stderr, flush=True)
+    log(f"pre-training the tiny CLIP on {root / 'captions.jsonl'} (once per seed and settings; cached as {path.name})")
     start = time.perf_counter()
     images, texts = _load_captions(root)
     torch.manual_seed(seed)
@@ -108,7 +113,7 @@ def pretrain_tiny_clip(root: str | Path, seed: int = 0, tiny: dict[str, Any] | N
             with torch.no_grad():
                 model.logit_scale.clamp_(0, np.log(100))
             total += float(loss.detach())
-        if log is not None and (epoch % 10 == 9 or epoch == settings["epochs"] - 1):
+        if (epoch % 10 == 9 or epoch == settings["epochs"] - 1):
             log(f"tiny CLIP pre-training: epoch {epoch + 1}/{settings['epochs']}, loss {total / steps_per_epoch:.3f}")
     meta = {"kind": "tiny CLIP pre-trained on the embedded captions", "seed": seed, "tiny": tiny,
             "settings": settings, "images": len(texts), "seconds": round(time.perf_counter() - start, 1)}
