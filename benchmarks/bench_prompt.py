@@ -3,7 +3,9 @@ against recomputing them (same prompt learner, same inputs, same run).
 
 1. Step time of one optimiser step of CoOp's context (forward + backward + update) with plain SGD,
    SAM and GCSAM (``visec.engine.sam``): median over ``--repeat`` interleaved rounds after a warm-up,
-   and the ratios SAM / SGD and GCSAM / SGD (two forward/backward passes: about 2x expected).
+   and the ratios SAM / SGD and GCSAM / SGD (two forward/backward passes: about 2x expected); then
+   GCSAM through the engine's module, which encodes the batch's images once per step (the second
+   pass only changes the context).
 2. Training images/s of CoOp when every step encodes its images with the frozen image encoder,
    against encoding the few-shot set once and training on the cached features (valid for CoOp and
    KgCoOp without augmentation: the encoder is frozen, so the features never change; CoCoOp's
@@ -46,10 +48,14 @@ def optimiser(net: PromptCLIP, rule: str) -> torch.optim.Optimizer:
     return sgd(params) if rule == "sgd" else SAM(params, sgd, rho=0.5, rule=rule)
 
 
-def step_seconds(net: PromptCLIP, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
+def step_seconds(net: PromptCLIP, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                 module=None) -> float:
+    x = x.clone()  # a new batch object every step, as the data loader gives (the module caches per batch)
+
     def closure():
         opt.zero_grad()
-        loss = F.cross_entropy(net(x), y)
+        loss = (module.losses({"image": x, "label": y})["loss"] if module is not None
+                else F.cross_entropy(net(x), y))
         loss.backward()
         return loss
 
@@ -74,18 +80,23 @@ def main() -> int:
     print(f"CLIP {args.clip} ({size} px), CoOp context {tuple(net.ctx.shape)}, {args.classes} classes, "
           f"batch {args.batch}, torch threads {torch.get_num_threads()}")
 
-    rules = ("sgd", "sam", "gcsam")
-    opts = {r: optimiser(net, r) for r in rules}
+    from visec.config import TrainConfig
+    from visec.methods.gcscoop import GCSCoOpParams, PromptLearnerModule
+
+    module = PromptLearnerModule(net, TrainConfig(), GCSCoOpParams(clip=args.clip, clip_weights="random"))
+    rules = ("sgd", "sam", "gcsam", "gcsam, module")
+    opts = {r: optimiser(net, r.split(",")[0]) for r in rules}
+    mods = {r: module if r.endswith("module") else None for r in rules}
     times: dict[str, list[float]] = {r: [] for r in rules}
     for r in rules:  # warm-up
-        step_seconds(net, opts[r], x, y)
+        step_seconds(net, opts[r], x, y, mods[r])
     for _ in range(args.repeat):  # interleaved, so drift hits every rule alike
         for r in rules:
-            times[r].append(step_seconds(net, opts[r], x, y))
+            times[r].append(step_seconds(net, opts[r], x, y, mods[r]))
     med = {r: statistics.median(v) for r, v in times.items()}
     print("\n1. seconds per optimiser step (median of %d)" % args.repeat)
     for r in rules:
-        print(f"   {r:6s} {med[r] * 1e3:9.1f} ms   x{med[r] / med['sgd']:.2f} of SGD")
+        print(f"   {r:14s} {med[r] * 1e3:9.1f} ms   x{med[r] / med['sgd']:.2f} of SGD")
 
     images = torch.rand(args.images, 3, size, size, generator=g)
     labels = torch.randint(0, args.classes, (args.images,), generator=g)

@@ -131,3 +131,34 @@ def test_tiny_run_coop_beats_zero_shot_on_base_and_clip_stays_bit_identical(gcsc
         assert torch.equal(trained[f"clip.{k}"], v), k
     log = engine.training_log()
     assert {"train/sam_cos", "train/sam_erm", "train/sam_proj", "train/sam_sam"} <= set(log.columns)
+
+
+def test_sam_second_pass_reuses_the_batch_image_features():
+    """GCSAM runs the loss twice per step; the frozen encoder's features of the batch are computed once
+    (same logits as encoding again), and a new batch, or one changed in place, is encoded afresh."""
+    cfg = load_config("gcscoop", ["model.clip_weights=random", f"model.tiny={TINY}"])
+    assert cfg.train.sam == "gcsam"
+    module = build_module(cfg).train()
+    calls = []
+    encode = module.net.image_features
+    module.net.image_features = lambda x: (calls.append(x), encode(x))[1]
+    batch = {"image": torch.rand(4, 3, 32, 32), "label": torch.tensor([0, 1, 2, 3]), "index": torch.arange(4)}
+    opt = module.configure_optimizers()["optimizer"]
+
+    def closure():
+        opt.zero_grad()
+        loss = module.losses(batch)["loss"]
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    assert len(calls) == 1 and len(opt.last_stats["cos"]) == 1
+    with torch.no_grad():
+        direct = torch.nn.functional.cross_entropy(module.net.logits_from_features(encode(batch["image"])),
+                                                   batch["label"])
+    assert torch.equal(module.losses(batch)["ce"].detach(), direct) and len(calls) == 1
+    other = dict(batch, image=batch["image"].clone())
+    module.losses(other)
+    other["image"].mul_(0.5)
+    module.losses(other)
+    assert len(calls) == 3

@@ -76,6 +76,7 @@ class PromptLearnerModule(MethodModule):
     def __init__(self, net: PromptCLIP, train_cfg: TrainConfig, params: GCSCoOpParams) -> None:
         super().__init__(net, train_cfg, params)
         self.net: PromptCLIP
+        self._features: tuple[torch.Tensor, int, torch.Tensor] | None = None  # (images, version, features)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
@@ -99,8 +100,22 @@ class PromptLearnerModule(MethodModule):
         w = self.net.text_features()
         return (w - self.net.handcrafted_features()).pow(2).sum(-1).mean()
 
+    def batch_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The frozen encoder's features of this training batch, encoded once per batch: SAM / GCSAM's
+        second pass (same images, perturbed context) reuses them. Keyed on the batch tensor itself (a
+        held reference, so its memory cannot be reused by the next batch) and its in-place version."""
+        held = self._features
+        if held is None or held[0] is not images or held[1] != images._version:
+            with torch.no_grad():
+                held = (images, images._version, self.net.image_features(images))
+            self._features = held
+        return held[2]
+
+    def on_train_epoch_end(self) -> None:
+        self._features = None
+
     def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        logits = self(batch["image"])
+        logits = self.net.logits_from_features(self.batch_features(batch["image"]))
         y = batch["label"]
         terms = {"ce": F.cross_entropy(logits, y)}
         if self.params.learner == "kgcoop" and self.params.kg_weight > 0:
