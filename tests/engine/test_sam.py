@@ -178,3 +178,22 @@ def test_train_config_wraps_any_methods_optimiser_and_names_the_card():
         load_config("classifier", ["train.sam=gcsam", "train.sam_beta1=0.9", "train.sam_beta2=0.8"])
     with pytest.raises(ConfigError, match="gradient scaler"):
         load_config("classifier", ["train.sam=sam", "train.precision=16-mixed"])
+
+
+def test_state_dict_is_the_base_optimisers_so_a_resume_keeps_momentum():
+    m = Quadratic([1.0, 1.0])
+    opt = SAM(m.parameters(), _sgd(lr=0.1, momentum=0.9), rho=0.1, rule="gcsam")
+
+    def closure():
+        opt.zero_grad()
+        loss = m()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    state = opt.state_dict()
+    assert "momentum_buffer" in state["state"][0] and opt.state is opt.base.state
+    again = SAM(Quadratic([1.0, 1.0]).parameters(), _sgd(lr=0.1, momentum=0.9), rho=0.1, rule="gcsam")
+    again.load_state_dict(state)
+    torch.testing.assert_close(again.base.state_dict()["state"][0]["momentum_buffer"],
+                               state["state"][0]["momentum_buffer"])

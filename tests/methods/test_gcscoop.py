@@ -162,3 +162,20 @@ def test_sam_second_pass_reuses_the_batch_image_features():
     other["image"].mul_(0.5)
     module.losses(other)
     assert len(calls) == 3
+
+
+def test_loading_other_weights_refreshes_the_handcrafted_text_features():
+    """Zero-shot / KgCoOp cache the hand-crafted prompts' features; a load must not leave them stale."""
+    net, other = _net("zeroshot"), _net("zeroshot")
+    with torch.no_grad():
+        for p in other.clip.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    before = net.handcrafted_features().clone()
+    net.load_state_dict(other.state_dict())
+    torch.testing.assert_close(net.handcrafted_features(), other.handcrafted_features())
+    assert not torch.allclose(net.handcrafted_features(), before)
+
+
+def test_class_names_too_long_for_the_context_are_refused():
+    with pytest.raises(ConfigError, match="too long"):
+        _net(names=("circle", " ".join(["word"] * 20)))

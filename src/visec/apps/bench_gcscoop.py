@@ -81,8 +81,10 @@ def run_one(label: str, overrides: list[str], seed: int, out: Path) -> tuple[dic
     else:
         fit = engine.fit(resume=(engine.run_dir / "last.ckpt").is_file())
     fit["fit_seconds"] = time.perf_counter() - start
-    cards = {protocol: engine.test(split=split, protocol=protocol) for split, protocol in
-             (("test", "base"), ("test_new", "new"))}
+    from visec.engine.method import method_of
+
+    cards = {protocol: engine.test(split=split, protocol=protocol)  # base, new
+             for split, protocol in method_of("gcscoop").test_protocols}
     return cards, engine, fit
 
 
@@ -109,11 +111,11 @@ def gcscoop_bench(out: str | Path, *, seed: int = 0, console: Console | None = N
     out = Path(out)
     console = console or Console()
     extra = [*_data_overrides(data, list(overrides or []), out), *(overrides or [])]
-    if data is None and load_config("gcscoop", extra).model["clip_weights"] == "embedded":
+    cfg = load_config("gcscoop", extra)
+    if data is None and cfg.model["clip_weights"] == "embedded":
         from visec.data.synthetic.captions import ensure_caption_dataset
         from visec.methods.gcscoop.pretrain import pretrain_tiny_clip
 
-        cfg = load_config("gcscoop", extra)
         start = time.perf_counter()
         root = ensure_caption_dataset(cfg.data.root)
         console.print(f"data: the captioned objects in {root} ({time.perf_counter() - start:.1f} s)")

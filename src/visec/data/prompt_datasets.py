@@ -253,11 +253,6 @@ class PromptDataModule(SplitDataModule):
             raise DataError(f"{self.name}: unknown split '{split}' (known: {', '.join(sorted(names))})")
         return names[split]
 
-    def _fewshot_cache(self) -> Path | None:
-        if self.name == "visec_captions" or self.cfg.root is None:
-            return Path(self.cfg.root) / "split_fewshot" if self.cfg.root else None
-        return _folder(Path(self.cfg.root), self.name) / "split_fewshot"
-
     def items(self) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
         """``split -> (paths, labels relabelled from 0, class names)`` for the four splits."""
         if self._items is not None:
@@ -270,26 +265,23 @@ class PromptDataModule(SplitDataModule):
         p, seed = self.params, self.train_cfg.seed
         base, new = base_new_split(layout["train"].labels)
         names = layout["train"].names
-        cache = self._fewshot_cache()
-        cache_file = cache / f"shot_{p.shots}-val_{p.val_shots}-seed_{seed}.json" if cache else None
-        picked = None
-        if cache_file is not None and cache_file.is_file():
-            picked = _read_json(cache_file)
+        # read_layout has checked data.root; the draw is cached beside the layout's files
+        cache_file = (_folder(Path(self.cfg.root), self.name) / "split_fewshot"
+                      / f"shot_{p.shots}-val_{p.val_shots}-seed_{seed}.json")
+        picked = _read_json(cache_file) if cache_file.is_file() else None
         if not (isinstance(picked, dict) and isinstance(picked.get("train"), list)
-                and isinstance(picked.get("val"), list)):
+                and isinstance(picked.get("val"), list) and picked.get("val_from") in ("train", "val")):
             train_idx = few_shot(layout["train"].labels, base, p.shots, seed)
-            if len(layout["val"].labels):
-                val_idx = few_shot(layout["val"].labels, base, p.val_shots, seed + 1)
-            else:  # ImageNet: val shots from train, disjoint from the train shots
-                val_idx = [-1 - i for i in few_shot(layout["train"].labels, base, p.val_shots, seed + 1,
-                                                    exclude=set(train_idx))]
-            picked = {"train": train_idx, "val": val_idx}
-            if cache_file is not None:
-                try:
-                    cache_file.parent.mkdir(parents=True, exist_ok=True)
-                    cache_file.write_text(json.dumps(picked))
-                except OSError:
-                    pass  # a read-only dataset folder: the draw is seeded, so it is the same next time
+            # ImageNet has no val split: its val shots come from train, disjoint from the train shots
+            val_from = "val" if len(layout["val"].labels) else "train"
+            val_idx = few_shot(layout[val_from].labels, base, p.val_shots, seed + 1,
+                               exclude=set(train_idx) if val_from == "train" else None)
+            picked = {"train": train_idx, "val": val_idx, "val_from": val_from}
+            try:
+                cache_file.parent.mkdir(parents=True, exist_ok=True)
+                cache_file.write_text(json.dumps(picked))
+            except OSError:
+                pass  # a read-only dataset folder: the draw is seeded, so it is the same next time
         relabel_base = {c: i for i, c in enumerate(base)}
         relabel_new = {c: i for i, c in enumerate(new)}
 
@@ -298,8 +290,7 @@ class PromptDataModule(SplitDataModule):
 
         test = layout["test"]
         out = {"train": take(layout["train"], picked["train"], relabel_base),
-               "val": (take(layout["train"], [-1 - i for i in picked["val"]], relabel_base)
-                       if picked["val"] and picked["val"][0] < 0 else take(layout["val"], picked["val"], relabel_base)),
+               "val": take(layout[picked["val_from"]], picked["val"], relabel_base),
                "test": take(test, [i for i, y in enumerate(test.labels) if int(y) in relabel_base], relabel_base),
                "test_new": take(test, [i for i, y in enumerate(test.labels) if int(y) in relabel_new], relabel_new)}
         base_names = [names.get(c, str(c)) for c in base]

@@ -36,12 +36,17 @@ ERM, PROJECTION, SAM_BRANCH = 0, 1, 2
 BRANCH_NAMES = {ERM: "erm", PROJECTION: "proj", SAM_BRANCH: "sam"}
 
 
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Cosine of two flattened float64 vectors (1 when either is zero)."""
+    den = torch.linalg.vector_norm(a) * torch.linalg.vector_norm(b)
+    return float(a @ b / den) if den > 0 else 1.0
+
+
 def constrained_gradient(g_sam: torch.Tensor, g: torch.Tensor, beta1: float, beta2: float
                          ) -> tuple[torch.Tensor, float, int]:
     """GCSAM's rule for one tensor: ``(final gradient, cos(g_sam, g), branch)``."""
     a, b = g_sam.flatten().double(), g.flatten().double()
-    na, nb = torch.linalg.vector_norm(a), torch.linalg.vector_norm(b)
-    cos = float(a @ b / (na * nb)) if na > 0 and nb > 0 else 1.0
+    cos = _cosine(a, b)
     z = a + b
     nz = torch.linalg.vector_norm(z)
     if nz == 0:  # g = -g_s: no direction between them
@@ -112,21 +117,14 @@ class SAM(torch.optim.Optimizer):
                 final, cos, branch = constrained_gradient(gs, gi, self.beta1, self.beta2)
                 p.grad = final.clone()
             else:
-                a, b = gs.flatten().double(), gi.flatten().double()
-                den = torch.linalg.vector_norm(a) * torch.linalg.vector_norm(b)
-                cos, branch = (float(a @ b / den) if den > 0 else 1.0), SAM_BRANCH
+                cos, branch = _cosine(gs.flatten().double(), gi.flatten().double()), SAM_BRANCH
             cos_all.append(cos)
             branch_all.append(branch)
         self.last_stats = {"cos": cos_all, "branch": branch_all}
         self.base.step()
         return loss
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.base.zero_grad(set_to_none=set_to_none)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.base.state_dict()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+    # zero_grad() and state_dict() need no override: state and param_groups are the base's own objects
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # torch's would replace them: re-share
         self.base.load_state_dict(state_dict)
         self.param_groups, self.state = self.base.param_groups, self.base.state
