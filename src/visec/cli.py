@@ -223,12 +223,16 @@ def test_cmd(run: Path = typer.Argument(..., help="A run folder (uses its best c
                                                       help="Degrade test images first: jpeg-70, blur-1, resize-0.5, noise-4."),
              override: list[str] = typer.Option([], "--set", help="Test-time config override, key=value "
                                                 "(repeatable), e.g. --set model.fac=true for ACMF's adaptation."),
+             attack: Optional[str] = typer.Option(
+                 None, "--attack", help="Attack the test faces (forgery detectors): NAME[,key=value...], NAME in "
+                 "pgd, fgsm, apgd_ce, square, transfer; keys eps (8/255), norm (linf/l2), steps, alpha, n_queries, "
+                 "direction (evade: fakes -> real, default; frame: reals -> fake), source (transfer's surrogate run)."),
              ) -> None:
     """Evaluate a trained run and write a result card (frame + video AUC/EER/AP/ACC with CIs)."""
     from visec.engine import Engine
 
     engine = Engine.from_run(run, list(override), progress=False)
-    card = engine.test(checkpoint, data, protocol, split, corruption)
+    card = engine.test(checkpoint, data, protocol, split, corruption, attack=attack)
     _print_card(card)
 
 

@@ -148,6 +148,12 @@ class TrainConfig(_Strict):
     sam_rho: float = Field(0.05, ge=0)  # radius of the ascent step (global L2 norm)
     sam_beta1: float = Field(0.5, le=1)  # GCSAM: cos(g_sam, g) <= beta1 -> the ERM gradient
     sam_beta2: float = Field(0.8, le=1)  # GCSAM: cos >= beta2 -> the SAM gradient; between: projection
+    # adversarial training of a binary detector (BinaryDetector.training_losses): PGD-AT or TRADES
+    adversarial: Literal["none", "pgd_at", "trades"] = "none"
+    adv_eps: Budget = Field(4 / 255, ge=0)  # L-inf budget of the training attack
+    adv_steps: int = Field(3, ge=1)
+    adv_alpha: Budget | None = None  # step size; default 2.5 * adv_eps / adv_steps
+    trades_beta: float = Field(6.0, ge=0)
     accelerator: str = "auto"
     devices: int | str = "auto"
     num_nodes: int = Field(1, ge=1)

@@ -31,6 +31,8 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
+from visec.attacks.detector import (L2_BUDGET, LINF_BUDGETS, DetectorAttackSpec, attack_rate,
+                                    format_budget)
 from visec.config import load_config
 from visec.data.corruptions import ROBUSTNESS_SWEEP
 from visec.data.datamodule import fake_families
@@ -57,6 +59,19 @@ class Entrant:
     # (ACMF's per-video adaptation: ("model.fac=true",)); each adds one card, on the clean test
     # split of the intra-dataset run
     test_variants: tuple[tuple[str, ...], ...] = ()
+    # attacked tests of the intra checkpoint (visec.attacks.detector specs, one card each);
+    # "transfer" without a source means: crafted on this bench's Xception baseline
+    attacks: tuple[str, ...] = ()
+
+
+#: the attacked columns of `visec bench`: white-box PGD-10 at four L-inf budgets and one L2 budget,
+#: and a transfer from the Xception baseline (fakes pushed towards real)
+DEMO_ATTACKS = (*(f"pgd,eps={format_budget(e)}" for e in LINF_BUDGETS), f"pgd,norm=l2,eps={L2_BUDGET:g}",
+                "transfer,eps=4/255")
+#: `visec bench --method NAME` adds APGD-CE, Square (200 queries) and the framing direction
+FULL_ATTACKS = (*DEMO_ATTACKS, "apgd_ce,eps=4/255", "square,eps=4/255,n_queries=200",
+                "pgd,eps=4/255,direction=frame")
+TRANSFER_SOURCE = "xception"  # the entrant whose intra run is the transfer surrogate
 
 
 # `visec bench` with no arguments, sized to finish in well under 10 minutes on 2 CPU cores: the
@@ -66,9 +81,13 @@ class Entrant:
 # and the same MobileNetV2 recipe from random weights, to show what pretraining buys.
 # `visec bench --method xception` runs every protocol for Xception.
 DEFAULT_ENTRANTS = (
-    Entrant("xception", "xception", loo=False),
-    Entrant("classifier/mobilenetv2", "mobilenetv2-imagenet", ("model.weights=imagenet",)),
+    Entrant("xception", "xception", loo=False, attacks=DEMO_ATTACKS),
+    Entrant("classifier/mobilenetv2", "mobilenetv2-imagenet", ("model.weights=imagenet",), attacks=DEMO_ATTACKS),
     Entrant("classifier/mobilenetv2", "mobilenetv2-scratch", loo=False),
+    # the best demo detector adversarially trained (PGD-AT, L-inf 4/255, 3 steps): clean vs attacked AUC
+    Entrant("classifier/mobilenetv2", "mobilenetv2-imagenet-pgd_at", ("model.weights=imagenet",
+                                                                      "train.adversarial=pgd_at"),
+            loo=False, sweep=False, attacks=DEMO_ATTACKS),
 )
 
 
@@ -86,9 +105,10 @@ def method_entrants(method: str) -> list[Entrant]:
         raise ConfigError(unknown_name("forgery-detection method or bench job", method,
                                        [*forgery_methods(), *BENCHES.names()]))
     spec = METHODS.get(method).obj
-    out = [Entrant(method, method, test_variants=tuple(tuple(v) for v in spec.bench_tests))]
+    out = [Entrant(method, method, test_variants=tuple(tuple(v) for v in spec.bench_tests), attacks=FULL_ATTACKS)]
     for suffix, overrides, loo, sweep in spec.bench_entrants:
-        out.append(Entrant(method, f"{method}-{suffix}", tuple(overrides), loo=loo, sweep=sweep))
+        out.append(Entrant(method, f"{method}-{suffix}", tuple(overrides), loo=loo, sweep=sweep,
+                           attacks=DEMO_ATTACKS))
     return out
 
 
@@ -169,18 +189,50 @@ def _run(plan: _Plan, manifest: Path, images: str, out: Path, seed: int, extra: 
         vcfg = load_config(e.config, [f"data.manifest={manifest}", f"train.seed={seed}", *e.overrides,
                                       *plan.overrides, *extra, *variant])
         tests.append((Engine(vcfg, run_dir, progress=True), None))
+    tests = [(eng, corruption, None) for eng, corruption in tests]
+    if plan.protocol == "intra":
+        tests += [(engine, None, spec) for spec in _attack_specs(e, out, console)]
     cards = []
-    for eng, corruption in tests:
-        protocol = plan.protocol + (f"+{corruption}" if corruption else "")
+    for eng, corruption, attack in tests:
+        protocol = plan.protocol + (f"+{corruption}" if corruption else "") + (f"+{attack[1]}" if attack else "")
         key = (card_name(eng.cfg), protocol)
         if key in have:
             cards.append(have[key])
             continue
-        card = eng.test(protocol=protocol, corruption=corruption)
+        card = eng.test(protocol=protocol, corruption=corruption, attack=attack[0] if attack else None)
         auc = card.metrics["frame"]["auc"]["value"]
-        console.print(f"    {escape(card.method + ' ' + protocol):<40} frame AUC {auc:.3f}")
+        line = f"    {escape(card.method + ' ' + protocol):<40} frame AUC {auc:.3f}"
+        if attack:
+            block = card.metrics["attack"]
+            line += (f"  {'evasion' if block['direction'] == 'evade' else 'framing'} {attack_rate(block):.1%}"
+                     f"  ({block['images_per_second']} faces/s)")
+            if block.get("gradient_masking"):
+                line += "  [gradient-masking flag]"
+        console.print(line)
         cards.append(run_dir / "cards" / f"{card.slug()}.card.json")
     return cards
+
+
+def _attack_specs(e: Entrant, out: Path, console: Console) -> list[tuple[DetectorAttackSpec, str]]:
+    """The entrant's attacks as ``(spec, protocol suffix)``; a transfer without a source is crafted on
+    this bench's Xception baseline, and skipped, with a line saying so, where there is none."""
+    specs = []
+    for text in e.attacks:
+        spec = DetectorAttackSpec.parse(text)
+        source_name = None
+        if spec.name == "transfer":
+            source = out / "runs" / TRANSFER_SOURCE / "intra"
+            if spec.source is None:
+                if e.label == TRANSFER_SOURCE:
+                    continue  # the surrogate itself: its white-box cards say more
+                if not (source / FIT_DONE).is_file():
+                    console.print(f"    {e.label}: transfer attack skipped: no trained {TRANSFER_SOURCE} run "
+                                  f"in {out} to craft on (`visec bench` trains it)")
+                    continue
+                spec = spec.model_copy(update={"source": source})
+            source_name = card_name(load_config(spec.source / CONFIG_FILE))
+        specs.append((spec, spec.label(source_name)))
+    return specs
 
 
 

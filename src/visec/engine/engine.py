@@ -26,7 +26,7 @@ from visec.data.manifest import read_manifest
 from visec.checkpoint import (load_into, load_state_dict_file, read_sidecar,
                                      save_checkpoint)
 from visec.engine.method import method_of
-from visec.engine.module import MethodModule
+from visec.engine.module import BinaryDetector, MethodModule
 from visec.errors import CheckpointError, ConfigError
 from visec.cards import ResultCard, code_version
 
@@ -65,6 +65,7 @@ def card_name(cfg: RunConfig) -> str:
     the modality when it is not visible light (``hfc_mffd[nir]``)."""
     name = method_of(cfg.method).card_name(cfg.method_params())
     name += f"+{cfg.train.sam}" if cfg.train.sam != "none" else ""
+    name += f"+{cfg.train.adversarial}" if cfg.train.adversarial != "none" else ""
     return name + (f"[{cfg.data.modality}]" if cfg.data.modality != "vis" else "")
 
 
@@ -85,17 +86,21 @@ class SafetensorsCheckpoint(Callback):
         self.best_score: float | None = None
         self.best_epoch: int | None = None
 
-    def _meta(self, trainer: L.Trainer, metrics: dict[str, float]) -> dict[str, Any]:
-        return {"config": self.cfg.to_dict(), "code": code_version(), "epoch": trainer.current_epoch,
+    def _meta(self, trainer: L.Trainer, metrics: dict[str, float], module: L.LightningModule) -> dict[str, Any]:
+        meta = {"config": self.cfg.to_dict(), "code": code_version(), "epoch": trainer.current_epoch,
                 "global_step": trainer.global_step, "selection": self.cfg.train.select_on,
                 "metrics": metrics, "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        frame = ((getattr(module, "val_results", None) or {}).get("metrics") or {}).get("frame") or {}
+        if "eer_threshold" in frame:  # a detector's decision threshold, for attacked tests
+            meta["val_eer_threshold"] = float(frame["eer_threshold"])
+        return meta
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if trainer.is_global_zero:
-            save_checkpoint(pl_module.net, self.run_dir / LAST, self._meta(trainer, metrics))
+            save_checkpoint(pl_module.net, self.run_dir / LAST, self._meta(trainer, metrics, pl_module))
         train = self.cfg.train
         if train.select_on == "last":
             improved = True
@@ -113,7 +118,7 @@ class SafetensorsCheckpoint(Callback):
         if improved:
             self.best_epoch = trainer.current_epoch
             if trainer.is_global_zero:
-                save_checkpoint(pl_module.net, self.run_dir / BEST, self._meta(trainer, metrics))
+                save_checkpoint(pl_module.net, self.run_dir / BEST, self._meta(trainer, metrics, pl_module))
         trainer.save_checkpoint(self.run_dir / STATE, weights_only=False)  # full state, for resume
 
     def state_dict(self) -> dict[str, Any]:
@@ -180,6 +185,10 @@ class Engine:
         dm = build_datamodule(self.cfg)
         dm.selection_split  # every data module validates the selection protocol before training
         module = build_module(self.cfg)
+        if self.cfg.train.adversarial != "none" and not isinstance(module, BinaryDetector):
+            raise ConfigError(f"train.adversarial={self.cfg.train.adversarial} trains forgery detectors; "
+                              f"'{self.cfg.method}' is {method_of(self.cfg.method).family or 'another kind of method'}"
+                              f" (adversarial_training and ancra have their own procedures)")
         ckpt = SafetensorsCheckpoint(self.run_dir, self.cfg)
         from lightning.pytorch.loggers import CSVLogger
 
@@ -209,14 +218,21 @@ class Engine:
 
     def test(self, checkpoint: str | Path | None = None, manifest: str | Path | None = None,
              protocol: str | None = None, split: str | None = None,
-             corruption: str | None = None) -> ResultCard:
+             corruption: str | None = None, attack: Any = None) -> ResultCard:
         """Evaluate a checkpoint (default: the run's best) and write one result card.
 
         ``corruption`` (e.g. ``jpeg-70``) degrades every test image first; the default protocol
         name is ``intra`` (``cross`` with another manifest, ``leave-out:M`` for a run trained with
         ``data.holdout=M``), followed by ``+corruption`` when one is applied.
+
+        ``attack`` (a forgery detector only; text like ``pgd,eps=4/255`` or a
+        :class:`~visec.attacks.detector.DetectorAttackSpec`) attacks the test faces of its direction
+        (fakes towards real by default) at the run's validation-EER threshold, after any corruption;
+        the protocol gains ``+pgd-linf-4/255`` and the card an ``attack`` block (success rate at the
+        threshold, perturbation norms, gradient-masking checks).
         """
         module, meta = self.load_module(checkpoint)
+        attacker = self._attacker(module, meta, attack) if attack is not None else None
         data_cfg = self.cfg.data.model_copy(update={k: v for k, v in
                                                      (("manifest", Path(manifest) if manifest else None),
                                                       ("test_split", split),
@@ -227,10 +243,17 @@ class Engine:
                         else "intra")
             if data_cfg.corruption:
                 protocol += f"+{data_cfg.corruption}"
+            if attacker is not None:
+                protocol += f"+{attacker.label}"
         dm = build_datamodule(self.cfg, data_cfg)
         trainer = self._trainer()
         start = time.perf_counter()
-        trainer.test(module, datamodule=dm, verbose=False, weights_only=True)
+        if attacker is not None:
+            module.test_attack, module._attacked_images = attacker, {}
+        try:
+            trainer.test(module, datamodule=dm, verbose=False, weights_only=True)
+        finally:
+            module.test_attack, module._attacked_images = None, {}
         seconds = time.perf_counter() - start
         res = module.test_results
         selection = meta.get("selection", self.cfg.train.select_on)
@@ -241,6 +264,19 @@ class Engine:
         if skipped:
             notes.append(f"{sum(len(v) for v in skipped.values())} unreadable image(s) skipped")
         n = len(res["scores"]) if res.get("scores") is not None else res.get("n", 0)
+        extra_attack = {}
+        if attacker is not None:
+            from visec.attacks.detector import attack_rate
+
+            scores = res["scores"]
+            block = attacker.summary(scores["prob"].to_numpy(), scores["label"].to_numpy())
+            res["metrics"]["attack"] = block
+            notes.append(f"attacked ({attacker.label}): {block['n_attacked']} "
+                         f"{'fake' if attacker.target == 1 else 'real'} faces, success "
+                         f"{attack_rate(block):.1%} at threshold {attacker.threshold:.4g}")
+            if attacker.path:
+                notes.append(f"attacked through a stand-in path: {attacker.path}")
+            extra_attack = {"attack": attacker.spec.model_dump(mode="json")}
         card = ResultCard(
             method=card_name(self.cfg), train_data=_data_name(self.cfg.data),
             test_data=f"{_data_name(data_cfg)}:{data_cfg.test_split}", protocol=protocol,
@@ -248,7 +284,7 @@ class Engine:
             timings={"test_seconds": round(seconds, 3), "images_per_second": round(n / max(seconds, 1e-9), 2)},
             selection=selection, notes=notes,
             extra={"checkpoint": str(checkpoint or self.run_dir / BEST), "epoch": meta.get("epoch"),
-                   "skipped": {k: [list(x) for x in v] for k, v in skipped.items()}},
+                   "skipped": {k: [list(x) for x in v] for k, v in skipped.items()}, **extra_attack},
         )
         if not trainer.is_global_zero:  # under DDP every rank holds the gathered results; one writes
             return card
@@ -256,6 +292,43 @@ class Engine:
         if res.get("scores") is not None:
             res["scores"].to_csv(self.run_dir / "cards" / f"{card.slug()}.scores.csv", index=False)
         return card
+
+    def _attacker(self, module: L.LightningModule, meta: dict[str, Any], attack: Any):
+        """The attacker of an attacked test: spec, threshold, stand-in path, surrogate (transfer)."""
+        from visec.attacks.detector import DetectorAttacker, DetectorAttackSpec
+
+        spec = DetectorAttackSpec.parse(attack)
+        if not isinstance(module, BinaryDetector):
+            raise ConfigError(f"attacked tests are for forgery detectors; '{self.cfg.method}' is "
+                              f"{method_of(self.cfg.method).family or 'another kind of method'}")
+        if tuple(module.input_range) != (0.0, 1.0):
+            raise ConfigError(f"attacked tests need a network that takes images in [0, 1]; "
+                              f"'{self.cfg.method}' takes {tuple(module.input_range)}")
+        threshold, source = meta.get("val_eer_threshold"), "validation EER (stored at training)"
+        if threshold is None:
+            threshold, source = self._validation_threshold(module)
+        surrogate, source_name = None, None
+        if spec.source is not None:
+            other = Engine.from_run(spec.source)
+            if other.cfg.data.image_size != self.cfg.data.image_size:
+                raise ConfigError(f"transfer: the surrogate {spec.source} takes {other.cfg.data.image_size} px "
+                                  f"faces, this run {self.cfg.data.image_size} px")
+            sur, _ = other.load_module()
+            if not isinstance(sur, BinaryDetector):
+                raise ConfigError(f"transfer: the surrogate {spec.source} is not a forgery detector")
+            surrogate, source_name = sur.attack_view(), card_name(other.cfg)
+        return DetectorAttacker(spec, module.attack_view(), threshold, module.attack_offset(threshold),
+                                surrogate, source_name=source_name, threshold_source=source,
+                                path=module.attack_path())
+
+    def _validation_threshold(self, module: L.LightningModule) -> tuple[float, str]:
+        """The EER threshold on the selection split, for runs saved before thresholds were stored."""
+        dm = build_datamodule(self.cfg)
+        if self.cfg.train.select_on == "last":
+            return 0.5, "0.5 (the run has no validation split: train.select_on=last)"
+        self._trainer().validate(module, datamodule=dm, verbose=False, weights_only=True)
+        return (float(module.val_results["metrics"]["frame"]["eer_threshold"]),
+                "validation EER (recomputed: the run predates stored thresholds)")
 
     # -- predict -----------------------------------------------------------------------------------
     def predict(self, manifest: str | Path, checkpoint: str | Path | None = None,

@@ -67,6 +67,13 @@ def configure_optimizers(module: nn.Module, cfg: TrainConfig, param_groups: list
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
 
+def binary_kl(nat: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+    """``KL(Bern(sigmoid(nat)) || Bern(sigmoid(adv)))`` per sample, from two logits (TRADES' term)."""
+    p = torch.sigmoid(nat)
+    return (p * (F.logsigmoid(nat) - F.logsigmoid(adv))
+            + (1 - p) * (F.logsigmoid(-nat) - F.logsigmoid(-adv)))
+
+
 class MethodModule(L.LightningModule):
     """What every method's LightningModule shares.
 
@@ -140,8 +147,12 @@ class MethodModule(L.LightningModule):
                        for k, name in BRANCH_NAMES.items()})
         self.log_dict(values, on_step=True, on_epoch=False, batch_size=1)
 
+    def training_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The losses of one training step (``losses``; adversarially trained detectors attack first)."""
+        return self.losses(batch)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        losses = self.losses(batch)
+        losses = self.training_losses(batch)
         self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()},
                       prog_bar=True, on_step=False, on_epoch=True, batch_size=len(batch["label"]))
         return losses["loss"]
@@ -163,8 +174,30 @@ class MethodModule(L.LightningModule):
         return {k: v[first] for k, v in arrays.items()}
 
 
+class _AttackLogit(nn.Module):
+    """A detector's :meth:`BinaryDetector.attack_logit` as a module (what attacks take)."""
+
+    def __init__(self, detector: "BinaryDetector") -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.detector.attack_logit(images)
+
+
 class BinaryDetector(MethodModule):
-    """``forward(images in [0,1]) -> logits (B,)``; probability of fake = ``sigmoid(logit)``."""
+    """``forward(images in [0,1]) -> logits (B,)``; probability of fake = ``sigmoid(logit)``.
+
+    Attacked tests (``Engine.test(attack=...)``) attack :meth:`attack_logit`, the differentiable
+    score the decision is taken on, at the threshold :meth:`attack_offset` puts on it; a detector
+    whose scored path is not differentiable end to end says how it is attacked in :meth:`attack_path`.
+    With ``train.adversarial`` (``pgd_at`` or ``trades``) every training batch is attacked first.
+    """
+
+    #: the value range of the images the network takes; attacks are defined on [0, 1] only
+    input_range: tuple[float, float] = (0.0, 1.0)
+    test_attack: Any = None  # a visec.attacks.detector.DetectorAttacker, set by Engine.test(attack=...)
+    _attacked_images: dict[int, torch.Tensor] = {}  # index -> attacked image (set per attacked test)
 
     # -- model ---------------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -175,6 +208,55 @@ class BinaryDetector(MethodModule):
         """All training losses; ``"loss"`` is the one to minimise."""
         logits = self(batch["image"])
         return {"loss": F.binary_cross_entropy_with_logits(logits, batch["label"])}
+
+    # -- attacks -------------------------------------------------------------------------------
+    def attack_logit(self, images: torch.Tensor) -> torch.Tensor:
+        """The differentiable score ``(B,)`` attacks follow (positive = fake); default: the logit."""
+        return self(images)
+
+    def attack_offset(self, threshold: float) -> float:
+        """Where the probability threshold ``threshold`` lies on :meth:`attack_logit` (``logit(t)``)."""
+        from visec.attacks.detector import logit_offset
+
+        return logit_offset(threshold)
+
+    def attack_path(self) -> str | None:
+        """``None`` when :meth:`attack_logit` is the scored path itself; else how the attack reaches
+        a scorer it cannot differentiate (written on the card)."""
+        return None
+
+    def attack_view(self) -> nn.Module:
+        """:meth:`attack_logit` as an ``nn.Module`` (what the attack classes take)."""
+        return _AttackLogit(self)
+
+    def test_image(self, dataset: Any, i: int) -> torch.Tensor:
+        """Test image ``i`` as this test sees it: the attacked version during an attacked test
+        (for detectors that re-read test frames to adapt), else the dataset's."""
+        attacked = self._attacked_images.get(int(i))
+        return attacked if attacked is not None else dataset[int(i)]["image"]
+
+    def training_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """``train.adversarial``: PGD-AT trains on the attacked batch; TRADES adds ``beta`` times the
+        KL between the clean and attacked predictions to the clean losses. The training attack is PGD
+        (``adv_steps`` steps of ``adv_alpha``, uniform start) on the cross-entropy, model in eval mode."""
+        cfg = self.train_cfg
+        if cfg.adversarial == "none":
+            return self.losses(batch)
+        from visec.attacks import PGD
+
+        steps = cfg.adv_steps
+        alpha = cfg.adv_alpha if cfg.adv_alpha is not None else 2.5 * cfg.adv_eps / steps
+        attack = PGD(self.attack_view(), eps=cfg.adv_eps, alpha=alpha, steps=steps, random_start="uniform",
+                     seed=cfg.seed + int(self.global_step))
+        x, y = batch["image"], batch["label"]
+        x_adv = attack(x, y.round().long())
+        if cfg.adversarial == "pgd_at":
+            return self.losses({**batch, "image": x_adv})
+        losses = dict(self.losses(batch))
+        kl = binary_kl(self.attack_logit(x), self.attack_logit(x_adv)).mean()
+        losses["trades_kl"] = kl
+        losses["loss"] = losses["loss"] + cfg.trades_beta * kl
+        return losses
 
     # -- evaluation ----------------------------------------------------------------------------
     def _collect(self, batch: dict[str, Any]) -> None:
@@ -192,6 +274,10 @@ class BinaryDetector(MethodModule):
         self._collect(batch)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if self.test_attack is not None:  # attacked test: the direction's faces replaced first
+            batch = {**batch, "image": self.test_attack(batch["image"], batch["label"])}
+            if self.adapts_at_test():  # the adaptation re-reads the (attacked) frames by index
+                self._attacked_images.update({int(i): img.detach().cpu() for i, img in zip(batch["index"], batch["image"])})
         if not self.adapts_at_test():
             return self._collect(batch)
         self._record("label", batch["label"])  # scores come from adapted_probabilities at epoch end

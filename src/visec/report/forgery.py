@@ -196,6 +196,9 @@ def forgery_report(card_paths: list[Path], manifest: Path, examples: int = 6) ->
 
     paths_of = {id(c): p for c, p in zip(cards, card_paths)}
     saliency_section(report, [(c, paths_of[id(c)]) for c in intra], m)
+    from visec.report.attacked import attacked_section
+
+    attacked_section(report, list(zip(cards, card_paths)), scores, m)
 
     first = max(intra, key=_auc)
     s = scores[id(first)]
@@ -260,12 +263,9 @@ def saliency_section(report: HtmlReport, intra: list[tuple[ResultCard, Path]], m
     import matplotlib.pyplot as plt
     import torch
 
-    from visec.config import RunConfig
-    from visec.data.datamodule import FaceDataset, fake_families
+    from visec.data.datamodule import fake_families
     from visec.data.images import load_rgb
-    from visec.data.manifest import Manifest
-    from visec.engine import Engine
-    from visec.engine.engine import BEST
+    from visec.report.runs import face_batch, load_card_module
 
     if "mask" not in m.df.columns or not intra:
         return
@@ -280,16 +280,10 @@ def saliency_section(report: HtmlReport, intra: list[tuple[ResultCard, Path]], m
             continue
         seen.add(path.parent.parent)
         try:
-            cfg = RunConfig(**card.config)
-            ckpt = path.parent.parent / BEST
-            module, _ = Engine(cfg, path.parent.parent).load_module(ckpt if ckpt.is_file()
-                                                                    else card.extra.get("checkpoint"))
-            module.eval()
+            module, cfg = load_card_module(card, path)
 
             def batch(df: pd.DataFrame) -> torch.Tensor:
-                ds = FaceDataset(Manifest(df, m.root, m.source), cfg.data.image_size,
-                                 modality=cfg.data.modality, families=families)
-                return torch.stack([ds[i]["image"] for i in range(len(ds))])
+                return face_batch(df, m, cfg, families)
 
             sal = module.saliency(batch(shown))
         except Exception as exc:  # a report must not die on one model: say what happened instead

@@ -102,6 +102,12 @@ class ACMF(BinaryDetector):
     def adapts_at_test(self) -> bool:
         return self.params.fac
 
+    def attack_path(self) -> str | None:
+        if not self.params.fac:
+            return None
+        return ("crafted on the stage-1 detector before adaptation (the per-video adaptation is a test-time "
+                "optimisation, taken as the identity: BPDA); the attacked frames are then adapted on and scored")
+
     def adapted_probabilities(self, index: np.ndarray) -> torch.Tensor:
         """Adapt on every video this rank holds frames of (its whole video), score those frames."""
         assert self.fac_adapter is not None
@@ -110,7 +116,7 @@ class ACMF(BinaryDetector):
         prob = np.zeros(len(index), dtype=np.float32)
         for vid in dict.fromkeys(videos[index]):  # first-seen order
             rows = np.flatnonzero(videos == vid)
-            frames = torch.stack([ds[int(i)]["image"] for i in rows]).to(self.device)
+            frames = torch.stack([self.test_image(ds, i) for i in rows]).to(self.device)
             logits = self.fac_adapter.adapt_and_predict(frames, key=str(vid))
             by_row = dict(zip(rows.tolist(), torch.sigmoid(logits.float()).cpu().tolist()))
             mine = videos[index] == vid

@@ -62,3 +62,7 @@ class XceptionMethod(ClassifierMethod):
     """Xception baseline of FaceForensics++ (timm legacy_xception, dropout 0.5, linear head, BCE)"""
 
     Params = XceptionParams
+    # `visec bench --method xception` also trains the baseline adversarially (train.adversarial):
+    # PGD-AT and TRADES at L-inf 4/255, tested clean and attacked beside the plain one
+    bench_entrants = (("pgd_at", ("train.adversarial=pgd_at",), False, False),
+                      ("trades", ("train.adversarial=trades",), False, False))

@@ -241,6 +241,17 @@ class DeepFidelity(BinaryDetector):
         s = net.svr(SSAAFormer.pool(fmap)).float()
         return {"prob": net.fake_probability(s), "prob_stage_a": prob_a, "fidelity": s}
 
+    def attack_logit(self, images: torch.Tensor) -> torch.Tensor:
+        """The unclipped ``0.5 - s`` once the SVR is fitted (the card's probability ``clip(1 - s)``
+        would give saturated faces no gradient), else the class logit. The RBF SVR runs in torch, so
+        the attack follows the scorer itself."""
+        net = self.net
+        return 0.5 - net.fidelity(images) if net.svr.is_fitted else net.class_logit(images)
+
+    def attack_offset(self, threshold: float) -> float:
+        # prob = 1 - s >= t  <=>  0.5 - s >= t - 0.5
+        return float(threshold) - 0.5 if self.net.svr.is_fitted else super().attack_offset(threshold)
+
     def _collect(self, batch: dict[str, Any]) -> None:
         for k, v in self._scores(batch["image"]).items():
             self._record(k, v)
