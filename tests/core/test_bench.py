@@ -141,3 +141,30 @@ def test_test_time_variants_and_modality_entrants_add_their_own_cards(bench, tmp
     assert [e.label for e in hfc] == ["hfc_mffd", "hfc_mffd-nir", "hfc_mffd-vis+nir"]
     assert [e.loo for e in hfc] == [True, False, False]
     assert method_entrants("acmf")[0].test_variants == (("model.fac=true",),)
+
+
+def test_attacked_columns_transfer_and_adversarial_training(tmp_path):
+    """Attacked cards for each entrant's intra run, a transfer crafted on the bench's Xception slot,
+    an adversarially trained entrant beside its plain recipe, and the report's attacked section."""
+    import pandas as pd
+
+    data = make_synth_dataset(tmp_path / "data", seed=0, identities=30, frames=1)
+    tiny = ("model.backbone=tiny_cnn", "data.image_size=32")
+    attacks = ("pgd,eps=2/255,steps=2", "pgd,eps=8/255,steps=2", "transfer,eps=4/255,steps=2")
+    source = Entrant("classifier", "xception", tiny, loo=False, sweep=False, attacks=attacks)
+    robust = Entrant("classifier", "tiny-at", (*tiny, "train.adversarial=pgd_at", "train.adv_steps=1"),
+                     loo=False, sweep=False, attacks=attacks)
+    paths = forgery_bench(tmp_path, entrants=[source, robust], data=data.manifest, overrides=QUICK)
+    got = sorted((ResultCard.load(p).method, ResultCard.load(p).protocol) for p in paths)
+    plain, at = "classifier/tiny_cnn", "classifier/tiny_cnn+pgd_at"
+    transfer = "intra+transfer@classifier/tiny_cnn-linf-4/255"
+    assert got == sorted([(plain, "intra"), (plain, "intra+pgd-linf-2/255"), (plain, "intra+pgd-linf-8/255"),
+                          (at, "intra"), (at, "intra+pgd-linf-2/255"), (at, "intra+pgd-linf-8/255"), (at, transfer)])
+    card = ResultCard.load(next(p for p in paths if ResultCard.load(p).protocol == transfer))
+    assert card.metrics["attack"]["source"].endswith("runs/xception/intra")
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert {"pgd-linf-2/255", "pgd-linf-8/255", transfer[len("intra+"):]} <= set(summary.columns)
+    html = (tmp_path / "report.html").read_text()
+    for section in ("Attacked detectors", "Attacked examples"):
+        assert f"<h2>{section}" in html, section
+    assert "clean vs attacked AUC" in html and "budget 0 = the clean test split" in html

@@ -218,19 +218,17 @@ def _attack_specs(e: Entrant, out: Path, console: Console) -> list[tuple[Detecto
     this bench's Xception baseline, and skipped, with a line saying so, where there is none."""
     specs = []
     for text in e.attacks:
-        spec = DetectorAttackSpec.parse(text)
-        source_name = None
-        if spec.name == "transfer":
+        if text.split(",")[0].strip() == "transfer" and "source=" not in text:
             source = out / "runs" / TRANSFER_SOURCE / "intra"
-            if spec.source is None:
-                if e.label == TRANSFER_SOURCE:
-                    continue  # the surrogate itself: its white-box cards say more
-                if not (source / FIT_DONE).is_file():
-                    console.print(f"    {e.label}: transfer attack skipped: no trained {TRANSFER_SOURCE} run "
-                                  f"in {out} to craft on (`visec bench` trains it)")
-                    continue
-                spec = spec.model_copy(update={"source": source})
-            source_name = card_name(load_config(spec.source / CONFIG_FILE))
+            if e.label == TRANSFER_SOURCE:
+                continue  # the surrogate itself: its white-box cards say more
+            if not (source / FIT_DONE).is_file():
+                console.print(f"    {e.label}: transfer attack skipped: no trained {TRANSFER_SOURCE} run "
+                              f"in {out} to craft on (`visec bench` trains it)")
+                continue
+            text += f",source={source}"
+        spec = DetectorAttackSpec.parse(text)
+        source_name = card_name(load_config(spec.source / CONFIG_FILE)) if spec.source else None
         specs.append((spec, spec.label(source_name)))
     return specs
 

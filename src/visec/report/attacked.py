@@ -132,8 +132,8 @@ def attacked_section(report: HtmlReport, cards: list[tuple[ResultCard, Path]],
 
 
 def _examples(report: HtmlReport, attacked: list[tuple[ResultCard, Path]], m, n: int) -> None:
-    """A few test fakes of the strongest detector with a PGD L-inf 4/255 card: clean, attacked, the
-    perturbation amplified, and saliency before and after."""
+    """A few test fakes of the first detector with a PGD L-inf card (the one nearest 4/255): clean,
+    attacked, the perturbation amplified, and saliency before and after."""
     import matplotlib.pyplot as plt
     import torch
 
@@ -141,11 +141,15 @@ def _examples(report: HtmlReport, attacked: list[tuple[ResultCard, Path]], m, n:
     from visec.data.datamodule import fake_families
     from visec.report.runs import face_batch, load_card_module
 
-    label = f"pgd-linf-{format_budget(4 / 255)}"
-    pick = [(c, p) for c, p in attacked if c.protocol == f"{INTRA}+{label}"]
+    pick = [(c, p) for c, p in attacked if c.protocol.startswith(f"{INTRA}+pgd-linf-")
+            and c.metrics["attack"]["direction"] == "evade"]
     if not pick or n < 1:
         return
-    card, path = pick[0]
+    # the first detector's PGD card nearest to L-inf 4/255
+    first = pick[0][0].method
+    card, path = min((cp for cp in pick if cp[0].method == first),
+                     key=lambda cp: abs(cp[0].metrics["attack"]["eps"] - 4 / 255))
+    label = card.protocol.split("+", 1)[1]
     try:
         module, cfg = load_card_module(card, path)
         test = m.df[(m.df["split"] == "test") & (m.df["label"] == 1)].sort_values(["video_id", "frame_index"])
