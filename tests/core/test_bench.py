@@ -77,8 +77,16 @@ def test_the_default_entrants_build():
     for e in DEFAULT_ENTRANTS:
         cfg = load_config(e.config, list(e.overrides))
         names.add(card_name(cfg))
-    assert names == {"xception", "classifier/mobilenetv2+imagenet", "classifier/mobilenetv2"}
+    assert names == {"xception", "classifier/mobilenetv2+imagenet", "classifier/mobilenetv2",
+                     "classifier/mobilenetv2+imagenet+pgd_at"}
     assert any(e.loo for e in DEFAULT_ENTRANTS)  # the demo report has a leave-one-out table
+    attacked = {e.label for e in DEFAULT_ENTRANTS if e.attacks}  # the two demo detectors and the AT one
+    assert attacked == {"xception", "mobilenetv2-imagenet", "mobilenetv2-imagenet-pgd_at"}
+    from visec.attacks.detector import DetectorAttackSpec
+
+    for e in DEFAULT_ENTRANTS:
+        for text in e.attacks:  # every spec parses (a transfer gets its source from the bench)
+            DetectorAttackSpec.parse(text + (",source=x" if text.startswith("transfer") else ""))
 
 
 def test_a_run_stopped_before_its_first_checkpoint_starts_again(bench, tmp_path):
@@ -150,7 +158,7 @@ def test_attacked_columns_transfer_and_adversarial_training(tmp_path):
 
     data = make_synth_dataset(tmp_path / "data", seed=0, identities=30, frames=1)
     tiny = ("model.backbone=tiny_cnn", "data.image_size=32")
-    attacks = ("pgd,eps=2/255,steps=2", "pgd,eps=8/255,steps=2", "transfer,eps=4/255,steps=2")
+    attacks = ("pgd,eps=2/255,steps=2", "pgd,eps=4/255,steps=2", "transfer,eps=4/255,steps=2")
     source = Entrant("classifier", "xception", tiny, loo=False, sweep=False, attacks=attacks)
     robust = Entrant("classifier", "tiny-at", (*tiny, "train.adversarial=pgd_at", "train.adv_steps=1"),
                      loo=False, sweep=False, attacks=attacks)
@@ -158,12 +166,12 @@ def test_attacked_columns_transfer_and_adversarial_training(tmp_path):
     got = sorted((ResultCard.load(p).method, ResultCard.load(p).protocol) for p in paths)
     plain, at = "classifier/tiny_cnn", "classifier/tiny_cnn+pgd_at"
     transfer = "intra+transfer@classifier/tiny_cnn-linf-4/255"
-    assert got == sorted([(plain, "intra"), (plain, "intra+pgd-linf-2/255"), (plain, "intra+pgd-linf-8/255"),
-                          (at, "intra"), (at, "intra+pgd-linf-2/255"), (at, "intra+pgd-linf-8/255"), (at, transfer)])
+    assert got == sorted([(plain, "intra"), (plain, "intra+pgd-linf-2/255"), (plain, "intra+pgd-linf-4/255"),
+                          (at, "intra"), (at, "intra+pgd-linf-2/255"), (at, "intra+pgd-linf-4/255"), (at, transfer)])
     card = ResultCard.load(next(p for p in paths if ResultCard.load(p).protocol == transfer))
     assert card.metrics["attack"]["source"].endswith("runs/xception/intra")
     summary = pd.read_csv(tmp_path / "summary.csv")
-    assert {"pgd-linf-2/255", "pgd-linf-8/255", transfer[len("intra+"):]} <= set(summary.columns)
+    assert {"pgd-linf-2/255", "pgd-linf-4/255", "evasion pgd-linf-4/255", transfer[len("intra+"):]} <= set(summary.columns)
     html = (tmp_path / "report.html").read_text()
     for section in ("Attacked detectors", "Attacked examples"):
         assert f"<h2>{section}" in html, section

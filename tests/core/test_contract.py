@@ -125,6 +125,26 @@ def test_input_range_shape_loss_and_one_fit_step(name, one_torch_thread):
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
+def test_a_detector_can_be_attacked_through_its_attack_logit(name, one_torch_thread):
+    """Every forgery detector gives attacked tests a score with a finite, non-zero input gradient
+    (one per image), or none is silently skipped: a detector that cannot be differentiated must say
+    how it is reached (``attack_path``) and still give a gradient there."""
+    torch.manual_seed(0)
+    cfg = tiny_config(name)
+    module = build_module(cfg).eval()
+    if not isinstance(module, BinaryDetector):
+        return
+    assert tuple(module.input_range) == (0.0, 1.0)
+    x = torch.rand(3, 3, image_size(cfg), image_size(cfg), generator=torch.Generator().manual_seed(1))
+    x.requires_grad_(True)
+    score = module.attack_view()(x)
+    assert score.shape == (3,)
+    (grad,) = torch.autograd.grad(score.sum(), x)
+    assert torch.isfinite(grad).all() and (grad.flatten(1).abs().sum(1) > 0).all(), name
+    assert module.attack_offset(0.5) == pytest.approx(0.0, abs=1e-9)  # 0.5 sits at logit 0
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
 def test_card_name_is_the_methods_own(name):
     cfg = tiny_config(name)
     method = method_of(name)

@@ -11,7 +11,12 @@ The forgery job runs, for each entrant (a method plus config overrides):
 2. **robustness sweep**: the same checkpoint on the test split under JPEG 90/70/50, blur and
    resize (:data:`visec.data.corruptions.ROBUSTNESS_SWEEP`), one card each;
 3. **leave-one-manipulation-out** (entrants with ``loo``): for each manipulation family, train and
-   select without it, test on real test images + that family only.
+   select without it, test on real test images + that family only;
+4. **attacked** (entrants with ``attacks``): the intra checkpoint on the test split with its fakes
+   pushed towards "real" (:mod:`visec.attacks.detector`): PGD-10 at L-inf 1, 2, 4 and 8/255 and at
+   L2 0.5, and a transfer from the bench's Xception (:data:`DEMO_ATTACKS`); ``--method NAME`` adds
+   APGD-CE, Square and the framing direction (:data:`FULL_ATTACKS`). One card each, named like the
+   corruption cards (``intra+pgd-linf-4/255``).
 
 Runs live in ``out/runs/<entrant>/<protocol>``. A finished run is not trained again and a card
 that exists is not recomputed, so an interrupted bench picks up where it stopped (a half-trained
@@ -74,7 +79,7 @@ FULL_ATTACKS = (*DEMO_ATTACKS, "apgd_ce,eps=4/255", "square,eps=4/255,n_queries=
 TRANSFER_SOURCE = "xception"  # the entrant whose intra run is the transfer surrogate
 
 
-# `visec bench` with no arguments, sized to finish in well under 10 minutes on 2 CPU cores: the
+# `visec bench` with no arguments, sized to finish in about 12 minutes on 2 CPU cores: the
 # Xception baseline (from random weights: no ImageNet Xception ships offline) on the intra-dataset
 # protocol and the robustness sweep; MobileNetV2 from the shipped ImageNet weights on every protocol
 # (leave-one-out included: 3 more trainings, about 1 minute for it, about 8 minutes for Xception);
