@@ -155,6 +155,7 @@ def test_attacked_columns_transfer_and_adversarial_training(tmp_path):
     """Attacked cards for each entrant's intra run, a transfer crafted on the bench's Xception slot,
     an adversarially trained entrant beside its plain recipe, and the report's attacked section."""
     import pandas as pd
+    from rich.console import Console
 
     data = make_synth_dataset(tmp_path / "data", seed=0, identities=30, frames=1)
     tiny = ("model.backbone=tiny_cnn", "data.image_size=32")
@@ -162,12 +163,18 @@ def test_attacked_columns_transfer_and_adversarial_training(tmp_path):
     source = Entrant("classifier", "xception", tiny, loo=False, sweep=False, attacks=attacks)
     robust = Entrant("classifier", "tiny-at", (*tiny, "train.adversarial=pgd_at", "train.adv_steps=1"),
                      loo=False, sweep=False, attacks=attacks)
-    paths = forgery_bench(tmp_path, entrants=[source, robust], data=data.manifest, overrides=QUICK)
+    nir = Entrant("classifier", "tiny-nir", (*tiny, "data.modality=nir"), loo=False, sweep=False,
+                  attacks=("transfer,eps=4/255,steps=1",))  # other faces than the surrogate's: skipped
+    console = Console(record=True, width=200)
+    paths = forgery_bench(tmp_path, entrants=[source, robust, nir], data=data.manifest, overrides=QUICK,
+                          console=console)
     got = sorted((ResultCard.load(p).method, ResultCard.load(p).protocol) for p in paths)
     plain, at = "classifier/tiny_cnn", "classifier/tiny_cnn+pgd_at"
     transfer = "intra+transfer@classifier/tiny_cnn-linf-4/255"
     assert got == sorted([(plain, "intra"), (plain, "intra+pgd-linf-2/255"), (plain, "intra+pgd-linf-4/255"),
-                          (at, "intra"), (at, "intra+pgd-linf-2/255"), (at, "intra+pgd-linf-4/255"), (at, transfer)])
+                          (at, "intra"), (at, "intra+pgd-linf-2/255"), (at, "intra+pgd-linf-4/255"), (at, transfer),
+                          ("classifier/tiny_cnn[nir]", "intra")])
+    assert "tiny-nir: transfer attack skipped: xception takes vis faces at 32 px" in console.export_text()
     card = ResultCard.load(next(p for p in paths if ResultCard.load(p).protocol == transfer))
     assert card.metrics["attack"]["source"].endswith("runs/xception/intra")
     summary = pd.read_csv(tmp_path / "summary.csv")

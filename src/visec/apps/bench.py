@@ -196,7 +196,7 @@ def _run(plan: _Plan, manifest: Path, images: str, out: Path, seed: int, extra: 
         tests.append((Engine(vcfg, run_dir, progress=True), None))
     tests = [(eng, corruption, None) for eng, corruption in tests]
     if plan.protocol == "intra":
-        tests += [(engine, None, spec) for spec in _attack_specs(e, out, console)]
+        tests += [(engine, None, spec) for spec in _attack_specs(e, cfg, out, console)]
     cards = []
     for eng, corruption, attack in tests:
         protocol = plan.protocol + (f"+{corruption}" if corruption else "") + (f"+{attack[1]}" if attack else "")
@@ -218,9 +218,10 @@ def _run(plan: _Plan, manifest: Path, images: str, out: Path, seed: int, extra: 
     return cards
 
 
-def _attack_specs(e: Entrant, out: Path, console: Console) -> list[tuple[DetectorAttackSpec, str]]:
+def _attack_specs(e: Entrant, cfg, out: Path, console: Console) -> list[tuple[DetectorAttackSpec, str]]:
     """The entrant's attacks as ``(spec, protocol suffix)``; a transfer without a source is crafted on
-    this bench's Xception baseline, and skipped, with a line saying so, where there is none."""
+    this bench's Xception baseline, and skipped, with a line saying so, where there is none or it
+    takes other faces (another size or modality)."""
     specs = []
     for text in e.attacks:
         if text.split(",")[0].strip() == "transfer" and "source=" not in text:
@@ -230,6 +231,12 @@ def _attack_specs(e: Entrant, out: Path, console: Console) -> list[tuple[Detecto
             if not (source / FIT_DONE).is_file():
                 console.print(f"    {e.label}: transfer attack skipped: no trained {TRANSFER_SOURCE} run "
                               f"in {out} to craft on (`visec bench` trains it)")
+                continue
+            theirs = load_config(source / CONFIG_FILE).data
+            if (theirs.image_size, theirs.modality) != (cfg.data.image_size, cfg.data.modality):
+                console.print(f"    {e.label}: transfer attack skipped: {TRANSFER_SOURCE} takes {theirs.modality} "
+                              f"faces at {theirs.image_size} px, this entrant {cfg.data.modality} at "
+                              f"{cfg.data.image_size} px")
                 continue
             text += f",source={source}"
         spec = DetectorAttackSpec.parse(text)

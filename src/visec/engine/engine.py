@@ -310,9 +310,10 @@ class Engine:
         surrogate, source_name = None, None
         if spec.source is not None:
             other = Engine.from_run(spec.source)
-            if other.cfg.data.image_size != self.cfg.data.image_size:
-                raise ConfigError(f"transfer: the surrogate {spec.source} takes {other.cfg.data.image_size} px "
-                                  f"faces, this run {self.cfg.data.image_size} px")
+            theirs, ours = other.cfg.data, self.cfg.data
+            if (theirs.image_size, theirs.modality) != (ours.image_size, ours.modality):
+                raise ConfigError(f"transfer: the surrogate {spec.source} takes {theirs.modality} faces at "
+                                  f"{theirs.image_size} px, this run {ours.modality} at {ours.image_size} px")
             sur, _ = other.load_module()
             if not isinstance(sur, BinaryDetector):
                 raise ConfigError(f"transfer: the surrogate {spec.source} is not a forgery detector")

@@ -277,6 +277,8 @@ class BinaryDetector(MethodModule):
         if self.test_attack is not None:  # attacked test: the direction's faces replaced first
             batch = {**batch, "image": self.test_attack(batch["image"], batch["label"])}
             if self.adapts_at_test():  # the adaptation re-reads the (attacked) frames by index
+                if "_attacked_images" not in self.__dict__:  # never the class-level empty default
+                    self._attacked_images = {}
                 self._attacked_images.update({int(i): img.detach().cpu() for i, img in zip(batch["index"], batch["image"])})
         if not self.adapts_at_test():
             return self._collect(batch)
