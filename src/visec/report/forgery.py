@@ -37,6 +37,7 @@ def summary_table(cards: list[ResultCard]) -> pd.DataFrame:
     """One row per model: intra AUC [95% CI], video AUC, EER, LOO AUCs (+ mean), sweep AUCs, attacked
     AUCs, and the evasion rate under PGD L-inf 4/255."""
     rows: dict[str, dict] = {}
+    attacked: dict[str, tuple] = {}  # attacked column -> sort key (direction, attack, norm, eps)
     for c in cards:
         row = rows.setdefault(c.method, {"model": c.method})
         frame = c.metrics["frame"]
@@ -51,15 +52,21 @@ def summary_table(cards: list[ResultCard]) -> pd.DataFrame:
             row[f"LOO {c.protocol[len(LOO):]}"] = _auc(c)
         elif c.protocol.startswith(INTRA + "+"):
             row[c.protocol[len(INTRA) + 1:]] = _auc(c)
+            if "attack" in c.metrics:
+                a = c.metrics["attack"]
+                key = (a["direction"], a["attack"] != "pgd", a["attack"], a["norm"] != "Linf", a["eps"])
+                attacked[c.protocol[len(INTRA) + 1:]] = (*key, 0)
             if c.protocol == HEADLINE_ATTACK:  # the attacked headline: fakes that now pass as real
                 row[f"evasion {c.protocol[len(INTRA) + 1:]}"] = c.metrics["attack"]["evasion_rate"]["value"]
+                attacked[f"evasion {c.protocol[len(INTRA) + 1:]}"] = (*key, 1)
     df = pd.DataFrame(list(rows.values()))
     loo = [c for c in df.columns if c.startswith("LOO ")]
     if loo:
         df["LOO mean"] = df[loo].mean(axis=1)
     sweep = [c for c in ROBUSTNESS_SWEEP if c in df.columns]
     other = [c for c in df.columns if c not in {"model", "intra AUC", "video AUC", "EER", "ACC", *loo,
-                                                 "LOO mean", *sweep}]
+                                                 "LOO mean", *sweep, *attacked}]
+    other += sorted(attacked, key=attacked.get)  # PGD by budget first, then the other attacks
     order = ["model", "intra AUC", "video AUC", "EER", "ACC", *loo, *(["LOO mean"] if loo else []), *sweep,
              *other]
     return df[[c for c in order if c in df.columns]]
