@@ -78,6 +78,35 @@ def test_attacked_card_is_refused_for_inputs_outside_0_1(classifier, monkeypatch
     assert set((engine.run_dir / "cards").glob("*.card.json")) == cards
 
 
+def test_a_run_without_a_stored_threshold_recomputes_the_same_one(classifier, tmp_path, one_torch_thread):
+    import shutil
+
+    engine, _ = classifier
+    old = tmp_path / "old"
+    shutil.copytree(engine.run_dir, old, ignore=shutil.ignore_patterns("cards"))
+    side = json.loads((old / "best.json").read_text())
+    stored = side.pop("val_eer_threshold")
+    (old / "best.json").write_text(json.dumps(side))  # as a run saved before thresholds were stored
+    card = Engine.from_run(old).test(attack="pgd,eps=1/255,steps=1")
+    assert card.metrics["attack"]["threshold_source"].startswith("validation EER (recomputed")
+    assert card.metrics["attack"]["threshold"] == pytest.approx(stored, abs=1e-6)
+
+
+def test_transfer_refuses_a_surrogate_that_takes_other_faces(classifier, tmp_path):
+    import shutil
+
+    import yaml
+
+    engine, _ = classifier
+    other = tmp_path / "other"
+    shutil.copytree(engine.run_dir, other, ignore=shutil.ignore_patterns("cards"))
+    cfg = yaml.safe_load((other / "config.yaml").read_text())
+    cfg["data"]["image_size"] = 32
+    (other / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match="takes vis faces at 32 px, the target vis at 64 px"):
+        engine.test(attack=f"transfer,source={other}")
+
+
 def test_cli_attack_option(classifier, capsys):
     from visec.cli import main
 

@@ -43,7 +43,7 @@ from visec.data.corruptions import ROBUSTNESS_SWEEP
 from visec.data.datamodule import fake_families
 from visec.data.manifest import read_manifest
 from visec.engine import Engine
-from visec.engine.engine import CONFIG_FILE, STATE, card_name
+from visec.engine.engine import CONFIG_FILE, STATE, card_name, surrogate_mismatch
 from visec.errors import ConfigError
 from visec.registry import BENCHES, METHODS
 from visec.cards import ResultCard
@@ -189,12 +189,11 @@ def _run(plan: _Plan, manifest: Path, images: str, out: Path, seed: int, extra: 
     for p in sorted(cards_dir.glob("*.card.json")) if cards_dir.is_dir() else []:
         c = ResultCard.load(p)
         have[(c.method, c.protocol)] = p
-    tests = [(engine, corruption) for corruption in plan.tests]
+    tests = [(engine, corruption, None) for corruption in plan.tests]  # (engine, corruption, attack)
     for variant in e.test_variants if plan.protocol == "intra" else ():  # same checkpoint, other test
         vcfg = load_config(e.config, [f"data.manifest={manifest}", f"train.seed={seed}", *e.overrides,
                                       *plan.overrides, *extra, *variant])
-        tests.append((Engine(vcfg, run_dir, progress=True), None))
-    tests = [(eng, corruption, None) for eng, corruption in tests]
+        tests.append((Engine(vcfg, run_dir, progress=True), None, None))
     if plan.protocol == "intra":
         tests += [(engine, None, spec) for spec in _attack_specs(e, cfg, out, console)]
     cards = []
@@ -232,11 +231,9 @@ def _attack_specs(e: Entrant, cfg, out: Path, console: Console) -> list[tuple[De
                 console.print(f"    {e.label}: transfer attack skipped: no trained {TRANSFER_SOURCE} run "
                               f"in {out} to craft on (`visec bench` trains it)")
                 continue
-            theirs = load_config(source / CONFIG_FILE).data
-            if (theirs.image_size, theirs.modality) != (cfg.data.image_size, cfg.data.modality):
-                console.print(f"    {e.label}: transfer attack skipped: {TRANSFER_SOURCE} takes {theirs.modality} "
-                              f"faces at {theirs.image_size} px, this entrant {cfg.data.modality} at "
-                              f"{cfg.data.image_size} px")
+            why = surrogate_mismatch(load_config(source / CONFIG_FILE).data, cfg.data)
+            if why:
+                console.print(f"    {e.label}: transfer attack skipped: {TRANSFER_SOURCE} {why}")
                 continue
             text += f",source={source}"
         spec = DetectorAttackSpec.parse(text)

@@ -224,10 +224,10 @@ class DetectorAttacker:
     def n_attacked(self) -> int:
         return sum(len(p) for p in self._parts.get("right", []))
 
-    def masking_report(self) -> RobustReport:
-        """The attacked faces as a robust evaluation: clean-correct = on the right side of the
-        threshold before the attack, success = flipped; the main attack and its reference."""
-        cat = {k: torch.cat(v) for k, v in self._parts.items()}
+    def _masking_report(self, cat: dict[str, torch.Tensor]) -> RobustReport:
+        """The attacked faces (``cat``: the kept parts, concatenated) as a robust evaluation:
+        clean-correct = on the right side of the threshold before the attack, success = flipped;
+        the main attack and its reference."""
         right = cat["right"].bool()
         atk = self.attack
 
@@ -273,7 +273,7 @@ class DetectorAttacker:
             "config": self.attack.config(),
         }
         if cat:
-            report = self.masking_report()
+            report = self._masking_report(cat)
             block["gradient_masking"] = bool(report.gradient_masking)
             block["masking_flags"] = [f"{f.check}: {f.reason}" for f in report.gradient_masking]
             block["masking_checks"] = sorted(report.outcomes)

@@ -69,6 +69,15 @@ def card_name(cfg: RunConfig) -> str:
     return name + (f"[{cfg.data.modality}]" if cfg.data.modality != "vis" else "")
 
 
+def surrogate_mismatch(surrogate: DataConfig, target: DataConfig) -> str | None:
+    """Why a transfer surrogate trained on ``surrogate`` data cannot attack a run on ``target`` data
+    (other face size or modality: "takes vis faces at 64 px, the target nir at 64 px"), or ``None``."""
+    if (surrogate.image_size, surrogate.modality) == (target.image_size, target.modality):
+        return None
+    return (f"takes {surrogate.modality} faces at {surrogate.image_size} px, the target "
+            f"{target.modality} at {target.image_size} px")
+
+
 def build_datamodule(cfg: RunConfig, data: DataConfig | None = None) -> L.LightningDataModule:
     """The method's data module (``Method.build_datamodule``; by default the face manifest one)."""
     return method_of(cfg.method).build_datamodule(data or cfg.data, cfg.train, cfg.method_params())
@@ -310,10 +319,9 @@ class Engine:
         surrogate, source_name = None, None
         if spec.source is not None:
             other = Engine.from_run(spec.source)
-            theirs, ours = other.cfg.data, self.cfg.data
-            if (theirs.image_size, theirs.modality) != (ours.image_size, ours.modality):
-                raise ConfigError(f"transfer: the surrogate {spec.source} takes {theirs.modality} faces at "
-                                  f"{theirs.image_size} px, this run {ours.modality} at {ours.image_size} px")
+            why = surrogate_mismatch(other.cfg.data, self.cfg.data)
+            if why:
+                raise ConfigError(f"transfer: the surrogate {spec.source} {why}")
             sur, _ = other.load_module()
             if not isinstance(sur, BinaryDetector):
                 raise ConfigError(f"transfer: the surrogate {spec.source} is not a forgery detector")
@@ -324,10 +332,9 @@ class Engine:
 
     def _validation_threshold(self, module: L.LightningModule) -> tuple[float, str]:
         """The EER threshold on the selection split, for runs saved before thresholds were stored."""
-        dm = build_datamodule(self.cfg)
         if self.cfg.train.select_on == "last":
             return 0.5, "0.5 (the run has no validation split: train.select_on=last)"
-        self._trainer().validate(module, datamodule=dm, verbose=False, weights_only=True)
+        self._trainer().validate(module, datamodule=build_datamodule(self.cfg), verbose=False, weights_only=True)
         return (float(module.val_results["metrics"]["frame"]["eer_threshold"]),
                 "validation EER (recomputed: the run predates stored thresholds)")
 
