@@ -179,6 +179,52 @@ class TrainConfig(_Strict):
         return self
 
 
+FED_STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedmedian", "fedtrimmedavg", "krum")
+
+
+class FedConfig(_Strict):
+    """Federated training on Flower (``visec fed run``; :mod:`visec.federated`): clients, rounds, the
+    strategy by name, how the training split is partitioned, and the fault and poison injections."""
+
+    clients: int = Field(3, ge=1)
+    rounds: int = Field(5, ge=1)
+    local_epochs: int = Field(1, ge=1)
+    strategy: Literal[FED_STRATEGIES] = "fedavg"  # type: ignore[valid-type]
+    weighted: bool = True  # FedAvg weights by the clients' sample counts (false: unweighted, the template's)
+    bn: Literal["average", "local"] = "average"  # local: every client keeps its BatchNorm (FedBN)
+    proximal_mu: float = Field(0.01, ge=0)  # FedProx
+    server_momentum: float = Field(0.9, ge=0, lt=1)  # FedAvgM
+    trim_beta: float = Field(0.2, ge=0, lt=0.5)  # FedTrimmedAvg: fraction cut at each end
+    krum_malicious: int = Field(1, ge=0)  # Krum: the number of malicious clients it tolerates
+    min_clients: int | None = Field(None, ge=1)  # fewest replies a round needs (default: all clients)
+    partition: Literal["iid", "family", "dirichlet"] = "family"
+    alpha: float = Field(0.5, gt=0)  # Dirichlet concentration (partition=dirichlet)
+    # fault and poison injection (tests, the bench's robustness rows)
+    poison: Literal["none", "scale", "flip"] = "none"
+    poison_client: int = Field(0, ge=0)  # partition id of the poisoned client
+    poison_scale: float = Field(100.0, gt=0)  # scale: the update sent is scale * (local - global)
+    fail_client: int | None = Field(None, ge=0)  # partition id of a client that crashes ...
+    fail_round: int = Field(2, ge=1)  # ... in this round
+
+    @model_validator(mode="after")
+    def _check(self) -> "FedConfig":
+        if self.min_clients is not None and self.min_clients > self.clients:
+            raise ValueError(f"min_clients={self.min_clients} exceeds clients={self.clients}")
+        for key in ("poison_client", "fail_client"):
+            k = getattr(self, key)
+            if k is not None and k >= self.clients and (key == "fail_client" or self.poison != "none"):
+                raise ValueError(f"{key}={k} is not a client id (0..{self.clients - 1})")
+        return self
+
+    def label(self) -> str:
+        """The federated part of a card name: ``fedavg-family``, ``fedprox-iid+bnlocal``,
+        ``krum-family+poison-scale``."""
+        name = f"{self.strategy}{'' if self.weighted else '-unweighted'}-{self.partition}"
+        name += f"{self.alpha:g}" if self.partition == "dirichlet" else ""
+        name += "+bnlocal" if self.bn == "local" else ""
+        return name + (f"+poison-{self.poison}" if self.poison != "none" else "")
+
+
 class RunConfig(_Strict):
     """A whole run: which method, its parameters, the data and the training settings."""
 
@@ -188,6 +234,7 @@ class RunConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     output_dir: Path = Path("runs")
     name: str | None = None
+    fed: FedConfig | None = None  # federated training (`visec fed run`); absent for central training
 
     @model_validator(mode="after")
     def _check_method(self) -> "RunConfig":
@@ -209,7 +256,7 @@ class RunConfig(_Strict):
         return METHODS.get(self.method).obj.Params(**self.model)
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", exclude={"fed"} if self.fed is None else None)
 
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)

@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("models", ("models",)),
     ("attacks", ("attacks",)),
     ("engine", ("engine",)),
+    ("federated", ("federated",)),
     ("methods", ("methods", "identity")),
     ("report", ("report",)),
     ("applications", ("apps", "cli", "inference", "__init__")),

@@ -66,6 +66,7 @@ def card_name(cfg: RunConfig) -> str:
     name = method_of(cfg.method).card_name(cfg.method_params())
     name += f"+{cfg.train.sam}" if cfg.train.sam != "none" else ""
     name += f"+{cfg.train.adversarial}" if cfg.train.adversarial != "none" else ""
+    name += f"@{cfg.fed.label()}" if cfg.fed is not None else ""  # trained federated (visec fed run)
     return name + (f"[{cfg.data.modality}]" if cfg.data.modality != "vis" else "")
 
 
@@ -188,6 +189,8 @@ class Engine:
         if not resume and (self.run_dir / LAST).exists():
             raise ConfigError(f"run folder {self.run_dir} already holds a run; use --resume to "
                               f"continue it or pick another name")
+        if self.cfg.fed is not None:  # central training: a config's federated section does not apply
+            self.cfg = self.cfg.model_copy(update={"fed": None})
         L.seed_everything(self.cfg.train.seed, workers=True, verbose=False)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.cfg.save(self.run_dir / CONFIG_FILE)
