@@ -22,6 +22,9 @@ app.add_typer(data_app, name="data")
 from visec.apps.tit_cli import tit_app  # noqa: E402  (typer and rich only; no torch)
 
 app.add_typer(tit_app, name="tit")
+from visec.apps.fed_cli import fed_app  # noqa: E402  (typer and rich only; Flower loads on use)
+
+app.add_typer(fed_app, name="fed")
 # Piped output (logs, CI, tests) gets wide lines instead of wrapped table cells.
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)

@@ -197,6 +197,7 @@ class FedConfig(_Strict):
     trim_beta: float = Field(0.2, ge=0, lt=0.5)  # FedTrimmedAvg: fraction cut at each end
     krum_malicious: int = Field(1, ge=0)  # Krum: the number of malicious clients it tolerates
     min_clients: int | None = Field(None, ge=1)  # fewest replies a round needs (default: all clients)
+    client_eval: bool = True  # each client also evaluates the global model on its validation share
     partition: Literal["iid", "family", "dirichlet"] = "family"
     alpha: float = Field(0.5, gt=0)  # Dirichlet concentration (partition=dirichlet)
     # fault and poison injection (tests, the bench's robustness rows)

@@ -178,9 +178,12 @@ def _run(plan: _Plan, manifest: Path, images: str, out: Path, seed: int, extra: 
         resume = (run_dir / STATE).is_file()
         if not resume and run_dir.exists():  # stopped before its first checkpoint: start it again
             shutil.rmtree(run_dir)
-        console.print(f"{step} {e.label} {plan.protocol}: {'resuming' if resume else 'training'} "
-                      f"({cfg.train.max_epochs} epochs, {cfg.data.image_size} px)")
-        fit = engine.fit(resume=resume)
+        if cfg.fed is not None:  # a federated entrant: Flower's simulation (restarted, not resumed)
+            fit = _federated_fit(cfg, run_dir, console, f"{step} {e.label} {plan.protocol}")
+        else:
+            console.print(f"{step} {e.label} {plan.protocol}: {'resuming' if resume else 'training'} "
+                          f"({cfg.train.max_epochs} epochs, {cfg.data.image_size} px)")
+            fit = engine.fit(resume=resume)
         done.write_text(json.dumps({"config": cfg.to_dict(), "images_sha256": images, "best_epoch": fit["best_epoch"],
                                     "best_score": fit["best_score"],
                                     "fit_seconds": round(fit["fit_seconds"], 2)}, indent=2) + "\n")
@@ -215,6 +218,23 @@ def _run(plan: _Plan, manifest: Path, images: str, out: Path, seed: int, extra: 
         console.print(line)
         cards.append(run_dir / "cards" / f"{card.slug()}.card.json")
     return cards
+
+
+def _federated_fit(cfg, run_dir: Path, console: Console, what: str) -> dict:
+    """Train a federated entrant (``fed`` in its config) in Flower's simulation; the engine's fit keys."""
+    from visec.federated.server import run_federated
+
+    fed = cfg.fed
+    console.print(f"{what}: federated training ({fed.clients} clients x {fed.rounds} rounds x "
+                  f"{fed.local_epochs} local epoch(s), {fed.label()}, {cfg.data.image_size} px)")
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    summary = run_federated(cfg, run_dir)
+    used = "/".join(str(r.get("clients_used", "-")) for r in summary["rounds"] if r["round"] > 0)
+    console.print(f"    global val AUC per round: "
+                  f"{' '.join(f'{r['val_auc']:.3f}' for r in summary['rounds'])}; clients used {used}")
+    return {"best_epoch": summary["best_round"], "best_score": summary["best_val_auc"],
+            "fit_seconds": summary["seconds"]}
 
 
 def _attack_specs(e: Entrant, cfg, out: Path, console: Console) -> list[tuple[DetectorAttackSpec, str]]:

@@ -296,7 +296,8 @@ class Engine:
             timings={"test_seconds": round(seconds, 3), "images_per_second": round(n / max(seconds, 1e-9), 2)},
             selection=selection, notes=notes,
             extra={"checkpoint": str(checkpoint or self.run_dir / BEST), "epoch": meta.get("epoch"),
-                   "skipped": {k: [list(x) for x in v] for k, v in skipped.items()}, **extra_attack},
+                   "skipped": {k: [list(x) for x in v] for k, v in skipped.items()}, **extra_attack,
+                   **self._federated()},
         )
         if not trainer.is_global_zero:  # under DDP every rank holds the gathered results; one writes
             return card
@@ -304,6 +305,15 @@ class Engine:
         if res.get("scores") is not None:
             res["scores"].to_csv(self.run_dir / "cards" / f"{card.slug()}.scores.csv", index=False)
         return card
+
+    def _federated(self) -> dict[str, Any]:
+        """A federated run's rounds (``federated.json``, written by :mod:`visec.federated`), for its cards."""
+        path = self.run_dir / "federated.json"
+        if self.cfg.fed is None or not path.is_file():
+            return {}
+        import json
+
+        return {"federated": json.loads(path.read_text())}
 
     def _attacker(self, module: L.LightningModule, meta: dict[str, Any], attack: Any):
         """The attacker of an attacked test: spec, threshold, stand-in path, surrogate (transfer)."""

@@ -30,7 +30,9 @@ from visec.federated.partition import partition
 
 client_app = ClientApp()
 
-_DATA: dict[tuple, tuple[Manifest, int]] = {}  # a client's manifest share, kept between rounds
+# a client's manifest share, its training-image count and its checked datasets, kept between rounds
+# (a simulated client's process lives across rounds; so does a SuperNode's app process pool)
+_DATA: dict[tuple, tuple[Manifest, int, dict]] = {}
 
 
 def run_config_of(msg: Message) -> RunConfig:
@@ -40,9 +42,9 @@ def run_config_of(msg: Message) -> RunConfig:
     return _validate(RunConfig, yaml.safe_load(str(msg.content["config"]["visec-config"])))
 
 
-def client_share(cfg: RunConfig, node_config: dict[str, Any], flip_labels: bool = False) -> tuple[Manifest, int]:
+def client_share(cfg: RunConfig, node_config: dict[str, Any], flip_labels: bool = False) -> tuple[Manifest, int, dict]:
     """This client's manifest: its partition of the shared training and validation splits (or the
-    node's own manifest, whole) and its number of training images."""
+    node's own manifest, whole), its number of training images and a cache for its datasets."""
     own = node_config.get("manifest")
     pid, parts = int(node_config.get("partition-id", 0)), int(node_config.get("num-partitions", 1))
     key = (str(own or cfg.data.manifest), pid, parts, cfg.fed.partition, cfg.fed.alpha, cfg.train.seed,
@@ -63,7 +65,7 @@ def client_share(cfg: RunConfig, node_config: dict[str, Any], flip_labels: bool 
         import pandas as pd
 
         share = Manifest(pd.concat(frames, ignore_index=True), m.root, m.source)
-        _DATA[key] = (share, int((share.df["split"] == cfg.data.train_split).sum()))
+        _DATA[key] = (share, int((share.df["split"] == cfg.data.train_split).sum()), {})
     return _DATA[key]
 
 
@@ -99,8 +101,10 @@ def _local_module(msg: Message, context: Context, train: bool):
     local = cfg.model_copy(update={"train": cfg.train.model_copy(update={
         "seed": seed, "max_epochs": fed.local_epochs, "select_on": "last"})})
     L.seed_everything(seed, workers=True, verbose=False)
-    share, n_train = client_share(cfg, context.node_config, flip_labels=train and poisoned and fed.poison == "flip")
+    share, n_train, cached = client_share(cfg, context.node_config,
+                                          flip_labels=train and poisoned and fed.poison == "flip")
     dm = FaceDataModule(local.data, local.train, share)
+    dm.splits, dm.info = cached.setdefault("splits", {}), cached.setdefault("info", {})  # checked once
     module = build_module(local)
     state = msg.content["arrays"].to_torch_state_dict()
     if fed.bn == "local" and "local-bn" in context.state:  # FedBN: this client's own BatchNorm

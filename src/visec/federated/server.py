@@ -37,8 +37,9 @@ def make_strategy(fed: FedConfig, on_train_replies: Callable[[int, list[Message]
     every round's training replies (errors included) before Flower aggregates them."""
     n = fed.clients
     need = fed.min_clients or n
-    common: dict[str, Any] = dict(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=need,
-                                  min_evaluate_nodes=need, min_available_nodes=n,
+    common: dict[str, Any] = dict(fraction_train=1.0, fraction_evaluate=1.0 if fed.client_eval else 0.0,
+                                  min_train_nodes=need, min_evaluate_nodes=need if fed.client_eval else 0,
+                                  min_available_nodes=n,
                                   weighted_by_key="num-examples" if fed.weighted else "unit")
     base, extra = {
         "fedavg": (flwr_strategy.FedAvg, {}),
@@ -164,6 +165,10 @@ def run_federated(cfg: RunConfig, run_dir: str | Path, *, verbose: bool = False)
     run_dir = Path(run_dir)
     if (run_dir / LAST).exists():
         raise ConfigError(f"run folder {run_dir} already holds a run; pick another name")
+    if not verbose:
+        import logging
+
+        logging.getLogger("flwr").setLevel(logging.WARNING)
     cpus = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                "init_args": {"num_cpus": cpus, "include_dashboard": False, "logging_level": "error",

@@ -59,7 +59,7 @@ class VectorQuantizer(nn.Module):
     def forward(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         index = nearest_codes(z_e.detach(), self.codebook.detach())
         e = self.codebook.t()[index].permute(0, 3, 1, 2)  # (B, C, h, w)
-        z_q = z_e + (e - z_e).detach()
+        z_q = e.detach() + (z_e - z_e.detach())  # exactly the code's value, z_e's gradient
         return z_q, e, index
 
 
