@@ -37,6 +37,7 @@ TINY: dict[str, tuple[str, ...]] = {
     "hfc_mffd": ("model.patch_size=16", "model.rgb_backbone=tiny_cnn", "model.rgb_weights=null",
                  "model.dct_backbone=tiny_cnn", "model.d_model=16", "model.nhead=2", "model.ffn_dim=32",
                  "model.patch_hidden=[16]", "model.image_hidden=[16]"),
+    "fedforgery": ("model.backbone=tiny_cnn", "model.weights=null", "model.width=8", "model.num_codes=16"),
     "adversarial_training": ANCRA_TINY,
     "ancra": ANCRA_TINY,
     "gcscoop": ("model.clip_weights=random", "model.tiny={embed_dim: 16, vision_width: 8, text_width: 16, "

@@ -103,7 +103,8 @@ def forgery_methods() -> list[str]:
 def method_entrants(method: str) -> list[Entrant]:
     """The entrants for ``visec bench --method NAME``: its shipped default config on every protocol,
     with the test-time variants the method registers (``bench_tests``), plus the extra entrants it
-    registers (``bench_entrants``: ``(label suffix, overrides, loo, sweep)``, e.g. other modalities)."""
+    registers (``bench_entrants``: ``(label suffix, overrides, loo, sweep[, attacked])``, e.g. other
+    modalities; attacked by :data:`DEMO_ATTACKS` unless ``attacked`` is false)."""
     if method not in forgery_methods():
         from visec.registry import unknown_name
 
@@ -111,9 +112,9 @@ def method_entrants(method: str) -> list[Entrant]:
                                        [*forgery_methods(), *BENCHES.names()]))
     spec = METHODS.get(method).obj
     out = [Entrant(method, method, test_variants=tuple(tuple(v) for v in spec.bench_tests), attacks=FULL_ATTACKS)]
-    for suffix, overrides, loo, sweep in spec.bench_entrants:
+    for suffix, overrides, loo, sweep, *attacked in spec.bench_entrants:
         out.append(Entrant(method, f"{method}-{suffix}", tuple(overrides), loo=loo, sweep=sweep,
-                           attacks=DEMO_ATTACKS))
+                           attacks=DEMO_ATTACKS if not attacked or attacked[0] else ()))
     return out
 
 
@@ -231,8 +232,8 @@ def _federated_fit(cfg, run_dir: Path, console: Console, what: str) -> dict:
         shutil.rmtree(run_dir)
     summary = run_federated(cfg, run_dir)
     used = "/".join(str(r.get("clients_used", "-")) for r in summary["rounds"] if r["round"] > 0)
-    console.print(f"    global val AUC per round: "
-                  f"{' '.join(f'{r['val_auc']:.3f}' for r in summary['rounds'])}; clients used {used}")
+    aucs = " ".join(f"{r['val_auc']:.3f}" for r in summary["rounds"])
+    console.print(f"    global val AUC per round: {aucs}; clients used {used}")
     return {"best_epoch": summary["best_round"], "best_score": summary["best_val_auc"],
             "fit_seconds": summary["seconds"]}
 

@@ -64,8 +64,8 @@ class Method:
     bench: ClassVar[str | None] = None  # the bench job of `visec bench --method NAME`
     # forgery bench: test-time variants of the intra checkpoint (model overrides, one card each)
     bench_tests: ClassVar[tuple[tuple[str, ...], ...]] = ()
-    # forgery bench: extra entrants ``(label suffix, overrides, leave-one-out?, sweep?)``
-    bench_entrants: ClassVar[tuple[tuple[str, tuple[str, ...], bool, bool], ...]] = ()
+    # forgery bench: extra entrants ``(label suffix, overrides, leave-one-out?, sweep?[, attacked?])``
+    bench_entrants: ClassVar[tuple[tuple[Any, ...], ...]] = ()
     # the tests `visec train` runs on the selected checkpoint: (split, protocol); None = the defaults
     test_protocols: ClassVar[tuple[tuple[str | None, str | None], ...]] = ((None, None),)
 

@@ -22,6 +22,7 @@ every process it started (the SuperLink starts its ``flower-superexec`` in a ses
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -127,7 +128,7 @@ def supernode_command(superlink: str, partition_id: int, num_partitions: int, ma
     SuperNodes share a machine; Flower's default is 9094)."""
     node = f"partition-id={int(partition_id)} num-partitions={int(num_partitions)}"
     if manifest is not None:
-        node += f' manifest="{manifest}"'  # a TOML string (no double quotes in the path)
+        node += f" manifest={json.dumps(str(manifest))}"  # a TOML string (no double quotes in the path)
     cmd = [_exe("flower-supernode"), "--insecure", "--superlink", superlink, "--node-config", node,
            "--isolation", "subprocess"]
     if port is not None:

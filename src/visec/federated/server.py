@@ -32,6 +32,15 @@ from visec.errors import ConfigError
 FEDERATED_FILE = "federated.json"
 
 
+def error_line(reason: str) -> str:
+    """The line of a client's error reply that names the exception (Ray wraps it in pages of context)."""
+    import re
+
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", reason).splitlines() if ln.strip()]
+    named = [ln for ln in lines if re.match(r"^\w+(Error|Exception|Exit|Interrupt): ", ln)]
+    return (named or lines or [""])[-1][:300]
+
+
 def make_strategy(fed: FedConfig, on_train_replies: Callable[[int, list[Message]], None] | None = None):
     """The Flower strategy ``fed.strategy`` names, configured from ``fed``; ``on_train_replies`` sees
     every round's training replies (errors included) before Flower aggregates them."""
@@ -85,13 +94,14 @@ def run_server(grid: Grid, cfg: RunConfig, run_dir: str | Path) -> dict[str, Any
         rounds[server_round] = {
             "round": server_round, "clients_used": len(ok), "clients_failed": len(replies) - len(ok),
             "clients": sorted(int(m.content["metrics"]["partition-id"]) for m in ok),
-            "errors": [m.error.reason[:200] for m in replies if m.has_error()],
+            "errors": [error_line(m.error.reason) for m in replies if m.has_error()],
             "local_seconds_max": max(local, default=0.0), "local_seconds_sum": sum(local),
             "train_loss": (sum(float(m.content["metrics"]["train_loss"]) for m in ok) / len(ok)) if ok else None}
         # what the server received from each client: record types (arrays and metrics, nothing else)
         rounds[server_round]["received"] = sorted({f"{k}:{type(v).__name__}" for m in ok for k, v in m.content.items()})
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        t_eval = time.perf_counter()
         module.net.load_state_dict(arrays.to_torch_state_dict())
         engine._trainer().validate(module, datamodule=dm, verbose=False)
         frame = module.val_results["metrics"]["frame"]
@@ -99,7 +109,7 @@ def run_server(grid: Grid, cfg: RunConfig, run_dir: str | Path) -> dict[str, Any
         now = time.perf_counter()
         row = rounds.setdefault(server_round, {"round": server_round})
         row.update({"val_auc": auc, "val_eer_threshold": float(frame["eer_threshold"]),
-                    "round_seconds": now - t_round[0]})
+                    "round_seconds": now - t_round[0], "eval_seconds": now - t_eval})
         meta = {"config": cfg.to_dict(), "code": code_version(), "epoch": server_round,
                 "global_step": server_round, "selection": "val", "metrics": {"val/auc": auc},
                 "val_eer_threshold": float(frame["eer_threshold"]), "federated_round": server_round}

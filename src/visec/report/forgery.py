@@ -210,6 +210,9 @@ def forgery_report(card_paths: list[Path], manifest: Path, examples: int = 6) ->
     from visec.report.attacked import attacked_section
 
     attacked_section(report, list(zip(cards, card_paths)), scores, m)
+    from visec.report.federated import federated_section
+
+    federated_section(report, cards)
 
     first = max(intra, key=_auc)
     s = scores[id(first)]

@@ -73,7 +73,22 @@ class FedForgeryMethod(Method):
     family = "forgery detection"
     Params = FedForgeryParams
     Module = FedForgery
-    bench = "fedforgery"
+    bench = "forgery"  # into the shared forgery leaderboard, beside the other detectors
+    # `visec bench --method fedforgery`: central training (the method's own entrant) against Flower runs
+    # of 3 clients x 5 rounds x 1 local epoch: FedAvg, FedProx and FedBN under IID and per-family
+    # partitions, and a client whose update is scaled x100 under FedAvg and the robust aggregators
+    bench_entrants = (
+        ("fedavg-family", ("fed.strategy=fedavg", "fed.partition=family"), True, True, False),
+        ("fedavg-iid", ("fed.strategy=fedavg", "fed.partition=iid"), False, False, False),
+        ("fedprox-family", ("fed.strategy=fedprox", "fed.partition=family"), False, False, False),
+        ("fedprox-iid", ("fed.strategy=fedprox", "fed.partition=iid"), False, False, False),
+        ("fedbn-family", ("fed.strategy=fedavg", "fed.partition=family", "fed.bn=local"), False, False, False),
+        ("fedbn-iid", ("fed.strategy=fedavg", "fed.partition=iid", "fed.bn=local"), False, False, False),
+        *((f"{name}-iid-poison", (f"fed.strategy={name}", "fed.partition=iid", "fed.poison=scale", *extra),
+           False, False, False)
+          for name, extra in (("fedavg", ()), ("fedmedian", ()), ("fedtrimmedavg", ("fed.trim_beta=0.34",)),
+                              ("krum", ("fed.krum_malicious=1",)))),
+    )
 
     @classmethod
     def build_net(cls, params: FedForgeryParams) -> FedForgeryNet:
