@@ -198,6 +198,7 @@ class FedConfig(_Strict):
     krum_malicious: int = Field(1, ge=0)  # Krum: the number of malicious clients it tolerates
     min_clients: int | None = Field(None, ge=1)  # fewest replies a round needs (default: all clients)
     client_eval: bool = True  # each client also evaluates the global model on its validation share
+    round_timeout: float = Field(3600.0, gt=0)  # seconds a round waits for replies (a dead node costs this)
     partition: Literal["iid", "family", "dirichlet"] = "family"
     alpha: float = Field(0.5, gt=0)  # Dirichlet concentration (partition=dirichlet)
     # fault and poison injection (tests, the bench's robustness rows)

@@ -58,46 +58,58 @@ def run_cmd(config: str = typer.Argument(..., help="Method name, method/variant 
     console.print(f"best round {summary['best_round']} (val AUC {summary['best_val_auc']:.3f}), "
                   f"{summary['seconds']:.0f} s")
     if test_after:
-        from visec.cli import _print_card
+        from visec.metrics import format_metrics
 
-        _print_card(engine.test())
+        card = engine.test()
+        console.print(format_metrics(card.metrics))
+        for note in card.notes:
+            console.print(f"[yellow]note: {note}[/yellow]")
 
 
 @fed_app.command("app")
 def app_cmd(out: Path = typer.Argument(..., help="Folder to write the Flower App into."),
             config: str = typer.Option(..., "--config", help="Method name, method/variant or a YAML file."),
             run_dir: Path = typer.Option(..., "--run-dir", help="Where the server writes the run folder."),
-            overrides: Optional[list[str]] = typer.Option(None, "--set", help="key=value override (repeatable)."),
+            superlink: str = typer.Option("127.0.0.1:9093", "--superlink", help="The SuperLink `flwr run` submits to."),
+            overrides: Optional[list[str]] = typer.Option(None, "--set", help="key=value override (repeatable); "
+                                                          "data paths absolute (they are read on the nodes)."),
             ) -> None:
-    """Write a Flower App folder for `flwr run` that runs visec's ServerApp and ClientApp."""
-    from visec.federated.deploy import flower_app
+    """Write a Flower App folder running visec's ServerApp and ClientApp, and the SuperLink connection
+    `flwr run` uses (in $FLWR_HOME/config.toml, default ~/.flwr)."""
+    from visec.federated.deploy import CONNECTION, flower_app, flwr_run_command, superlink_connection
 
     path = flower_app(out, config, list(overrides or []), run_dir)
-    console.print(f"Flower App: {path}  (start it with: flwr run {path} ... ; see `visec fed --help`)")
+    conn = superlink_connection(os.environ.get("FLWR_HOME", Path.home() / ".flwr"), superlink)
+    console.print(f"Flower App: {path}; connection '{CONNECTION}' -> {superlink} in {conn}")
+    console.print("start the run with: " + " ".join(flwr_run_command(path)))
 
 
 @fed_app.command("superlink")
-def superlink_cmd(fleet: str = typer.Option("127.0.0.1:9092", "--fleet", help="Fleet API address (SuperNodes)."),
-                  control: str = typer.Option("127.0.0.1:9093", "--control", help="Control API address (flwr run)."),
-                  serverappio: str = typer.Option("127.0.0.1:9091", "--serverappio", help="ServerAppIo API address."),
+def superlink_cmd(port: int = typer.Option(9093, "--port", help="The SuperLink's one port (Fleet, Control and "
+                                           "Runtime APIs) on --host."),
+                  host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
+                  database: Optional[Path] = typer.Option(None, "--database", help="SQLite state file (default: "
+                                                          "in memory)."),
                   ) -> None:
-    """Start Flower's SuperLink (insecure, for a trusted network) in this process."""
-    from visec.federated.deploy import superlink_command
+    """Start Flower's SuperLink (insecure: a trusted network only) in this process; visec's apps run from
+    this environment (no dependency installation at run time)."""
+    from visec.federated.deploy import flower_env, superlink_command
 
-    argv = superlink_command(fleet=fleet, control=control, serverappio=serverappio)
-    os.execvp(argv[0], argv)
+    argv = superlink_command(port, host=host, database=str(database) if database else None)
+    os.execvpe(argv[0], argv, flower_env(os.environ.get("FLWR_HOME", Path.home() / ".flwr")))
 
 
 @fed_app.command("client")
-def client_cmd(superlink: str = typer.Option(..., "--superlink", help="The SuperLink's Fleet API, HOST:PORT."),
+def client_cmd(superlink: str = typer.Option(..., "--superlink", help="The SuperLink, HOST:PORT."),
                partition_id: int = typer.Option(0, "--partition-id", help="This client's share of a shared manifest."),
                num_partitions: int = typer.Option(1, "--num-partitions", help="How many shares the manifest has."),
                manifest: Optional[Path] = typer.Option(None, "--manifest", help="This node's own data, used whole."),
-               clientappio: str = typer.Option("127.0.0.1:9094", "--clientappio", help="ClientAppIo API address."),
+               port: Optional[int] = typer.Option(None, "--port", help="This SuperNode's own API port (one per "
+                                                  "node on a machine; Flower's default 9094)."),
                ) -> None:
     """Start a Flower SuperNode that runs visec's ClientApp on this node's data (insecure)."""
-    from visec.federated.deploy import supernode_command
+    from visec.federated.deploy import flower_env, supernode_command
 
     argv = supernode_command(superlink, partition_id, num_partitions,
-                             manifest=str(manifest.resolve()) if manifest else None, clientappio=clientappio)
-    os.execvp(argv[0], argv)
+                             manifest=str(manifest.resolve()) if manifest else None, port=port)
+    os.execvpe(argv[0], argv, flower_env(os.environ.get("FLWR_HOME", Path.home() / ".flwr")))

@@ -124,7 +124,7 @@ def run_server(grid: Grid, cfg: RunConfig, run_dir: str | Path) -> dict[str, Any
     start = time.perf_counter()
     train_config = ConfigRecord({"visec-config": yaml.safe_dump(cfg.to_dict(), sort_keys=False)})
     strategy.start(grid=grid, initial_arrays=ArrayRecord(module.net.state_dict()), num_rounds=fed.rounds,
-                   train_config=train_config, evaluate_config=ConfigRecord(dict(train_config)),
+                   timeout=fed.round_timeout, train_config=train_config, evaluate_config=ConfigRecord(dict(train_config)),
                    evaluate_fn=evaluate_fn)
     summary = {"strategy": fed.strategy, "fed": fed.model_dump(mode="json"), "best_round": best["round"],
                "best_val_auc": best["auc"], "seconds": round(time.perf_counter() - start, 3),
@@ -161,7 +161,12 @@ def _deployed(grid: Grid, context: Context) -> None:
     rc = context.run_config
     overrides = str(rc.get("overrides", "")).split()
     cfg = load_config(str(rc["config"]), overrides)
-    run_server(grid, cfg, str(rc.get("run-dir", Path(cfg.output_dir) / (cfg.name or "fed"))))
+    if cfg.fed is None:
+        cfg = load_config(str(rc["config"]), [*overrides, "fed={}"])
+    run_dir = Path(str(rc.get("run-dir", Path(cfg.output_dir) / (cfg.name or "fed")))).resolve()
+    if (run_dir / LAST).exists():
+        raise ConfigError(f"run folder {run_dir} already holds a run; pick another run-dir")
+    run_server(grid, cfg, run_dir)
 
 
 def run_federated(cfg: RunConfig, run_dir: str | Path, *, verbose: bool = False) -> dict[str, Any]:
@@ -175,6 +180,8 @@ def run_federated(cfg: RunConfig, run_dir: str | Path, *, verbose: bool = False)
     run_dir = Path(run_dir)
     if (run_dir / LAST).exists():
         raise ConfigError(f"run folder {run_dir} already holds a run; pick another name")
+    for key, value in (("FLWR_TELEMETRY_ENABLED", "0"), ("FLWR_DISABLE_UPDATE_CHECK", "1")):
+        os.environ.setdefault(key, value)  # offline: no telemetry id, no update check (Ray actors inherit)
     if not verbose:
         import logging
 
