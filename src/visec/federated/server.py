@@ -44,11 +44,10 @@ def error_line(reason: str) -> str:
 def make_strategy(fed: FedConfig, on_train_replies: Callable[[int, list[Message]], None] | None = None):
     """The Flower strategy ``fed.strategy`` names, configured from ``fed``; ``on_train_replies`` sees
     every round's training replies (errors included) before Flower aggregates them."""
-    n = fed.clients
-    need = fed.min_clients or n
+    need = fed.min_clients or fed.clients  # a round goes ahead with this many nodes connected and replying
     common: dict[str, Any] = dict(fraction_train=1.0, fraction_evaluate=1.0 if fed.client_eval else 0.0,
                                   min_train_nodes=need, min_evaluate_nodes=need if fed.client_eval else 0,
-                                  min_available_nodes=n,
+                                  min_available_nodes=need,
                                   weighted_by_key="num-examples" if fed.weighted else "unit")
     base, extra = {
         "fedavg": (flwr_strategy.FedAvg, {}),
