@@ -167,7 +167,8 @@ def _run(plan: _Plan, manifest: Path, images: str, out: Path, seed: int, extra: 
                                *plan.overrides, *extra])
     engine = Engine(cfg, run_dir, progress=True)
     done, saved = run_dir / FIT_DONE, run_dir / CONFIG_FILE
-    if saved.is_file() and yaml.safe_load(saved.read_text()) != cfg.to_dict():
+    restarts = cfg.fed is not None and not done.is_file()  # an unfinished federated run starts again
+    if saved.is_file() and not restarts and yaml.safe_load(saved.read_text()) != cfg.to_dict():
         raise ConfigError(f"{run_dir} holds a run with another config; remove it or bench into "
                           f"another --out folder")
     if done.is_file() and json.loads(done.read_text()).get("images_sha256", images) != images:

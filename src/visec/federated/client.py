@@ -98,8 +98,9 @@ def _local_module(msg: Message, context: Context, train: bool):
     rnd = int(msg.content["config"].get("server-round", 1))
     poisoned = fed.poison != "none" and pid == fed.poison_client
     seed = cfg.train.seed + 1000 * pid + (rnd - 1)
-    local = cfg.model_copy(update={"train": cfg.train.model_copy(update={
-        "seed": seed, "max_epochs": fed.local_epochs, "select_on": "last"})})
+    local = cfg.model_copy(update={
+        "train": cfg.train.model_copy(update={"seed": seed, "max_epochs": fed.local_epochs, "select_on": "last"}),
+        "data": cfg.data.model_copy(update={"holdout": None})})  # the share is filtered already
     L.seed_everything(seed, workers=True, verbose=False)
     share, n_train, cached = client_share(cfg, context.node_config,
                                           flip_labels=train and poisoned and fed.poison == "flip")

@@ -179,11 +179,12 @@ def running(pid: int) -> bool:
         return False
 
 
-def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+def stop(proc: subprocess.Popen, timeout: float = 10.0, kill: bool = False) -> list[int]:
     """End ``proc`` (started with ``start_new_session=True``) and every process below it: SIGTERM to
-    its process group and to each descendant by pid, SIGKILL to whatever is left after ``timeout``."""
+    its process group and to each descendant by pid, SIGKILL to whatever is left after ``timeout``;
+    ``kill``: SIGKILL at once (a crash: nothing gets to say goodbye). Returns the pids signalled."""
     pids = [proc.pid]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    for sig in (signal.SIGKILL,) if kill else (signal.SIGTERM, signal.SIGKILL):
         pids += [p for p in descendants(proc.pid) if p not in pids]
         try:
             os.killpg(proc.pid, sig)
@@ -197,6 +198,7 @@ def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
         end = time.monotonic() + (timeout if sig == signal.SIGTERM else 5.0)
         while time.monotonic() < end:
             if proc.poll() is not None and not any(running(p) for p in pids[1:]):
-                return
+                return pids
             time.sleep(0.1)
     proc.poll()
+    return pids

@@ -41,9 +41,10 @@ def error_line(reason: str) -> str:
     return (named or lines or [""])[-1][:300]
 
 
-def make_strategy(fed: FedConfig, on_train_replies: Callable[[int, list[Message]], None] | None = None):
+def make_strategy(fed: FedConfig, on_train_replies: Callable[[int, list[Message], int], None] | None = None):
     """The Flower strategy ``fed.strategy`` names, configured from ``fed``; ``on_train_replies`` sees
-    every round's training replies (errors included) before Flower aggregates them."""
+    every round's training replies (errors included) and how many messages were sent, before Flower
+    aggregates them (a node that dies without an error reply is a message with no reply)."""
     need = fed.min_clients or fed.clients  # a round goes ahead with this many nodes connected and replying
     common: dict[str, Any] = dict(fraction_train=1.0, fraction_evaluate=1.0 if fed.client_eval else 0.0,
                                   min_train_nodes=need, min_evaluate_nodes=need if fed.client_eval else 0,
@@ -58,11 +59,18 @@ def make_strategy(fed: FedConfig, on_train_replies: Callable[[int, list[Message]
         "krum": (flwr_strategy.Krum, {"num_malicious_nodes": fed.krum_malicious}),
     }[fed.strategy]
 
-    class Recorded(base):  # type: ignore[misc, valid-type]
+    sent: dict[int, int] = {}
+
+    class Recorded(base):  # type: ignore[misc, valid-type, no-redef]
+        def configure_train(self, server_round, arrays, config, grid):
+            messages = list(super().configure_train(server_round, arrays, config, grid))
+            sent[server_round] = len(messages)
+            return messages
+
         def aggregate_train(self, server_round: int, replies: Iterable[Message]):
             replies = list(replies)
             if on_train_replies is not None:
-                on_train_replies(server_round, replies)
+                on_train_replies(server_round, replies, sent.get(server_round, len(replies)))
             return super().aggregate_train(server_round, replies)
 
     Recorded.__name__ = base.__name__
@@ -87,13 +95,16 @@ def run_server(grid: Grid, cfg: RunConfig, run_dir: str | Path) -> dict[str, Any
     best = {"auc": None, "round": None}
     t_round = [time.perf_counter()]
 
-    def on_train_replies(server_round: int, replies: list[Message]) -> None:
+    def on_train_replies(server_round: int, replies: list[Message], sent: int) -> None:
         ok = [m for m in replies if not m.has_error()]
         local = [float(m.content["metrics"]["local_seconds"]) for m in ok]
+        missing = max(0, sent - len(replies))  # no reply within fed.round_timeout
         rounds[server_round] = {
-            "round": server_round, "clients_used": len(ok), "clients_failed": len(replies) - len(ok),
+            "round": server_round, "clients_used": len(ok), "clients_failed": sent - len(ok),
+            "clients_missing": missing,
             "clients": sorted(int(m.content["metrics"]["partition-id"]) for m in ok),
-            "errors": [error_line(m.error.reason) for m in replies if m.has_error()],
+            "errors": [error_line(m.error.reason) for m in replies if m.has_error()]
+                      + [f"no reply within {fed.round_timeout:g} s"] * missing,
             "local_seconds_max": max(local, default=0.0), "local_seconds_sum": sum(local),
             "train_loss": (sum(float(m.content["metrics"]["train_loss"]) for m in ok) / len(ok)) if ok else None}
         # what the server received from each client: record types (arrays and metrics, nothing else)
@@ -129,8 +140,10 @@ def run_server(grid: Grid, cfg: RunConfig, run_dir: str | Path) -> dict[str, Any
                "best_val_auc": best["auc"], "seconds": round(time.perf_counter() - start, 3),
                "rounds": [rounds[k] for k in sorted(rounds)]}
     (run_dir / FEDERATED_FILE).write_text(json.dumps(summary, indent=1))
-    if best["round"] is None:
-        raise ConfigError(f"federated run {run_dir}: no round completed (every client failed?)")
+    trained = [r for r in summary["rounds"] if r.get("clients_used")]
+    if not trained:  # the global model never changed: no card may claim it was trained
+        errors = next((r["errors"] for r in summary["rounds"] if r.get("errors")), ["no reply"])
+        raise ConfigError(f"federated run {run_dir}: no client finished a round; first error: {errors[0]}")
     return summary
 
 
@@ -184,7 +197,7 @@ def run_federated(cfg: RunConfig, run_dir: str | Path, *, verbose: bool = False)
     if not verbose:
         import logging
 
-        logging.getLogger("flwr").setLevel(logging.WARNING)
+        logging.getLogger("flwr").setLevel(logging.ERROR)  # (also run_simulation's deprecation notice)
     cpus = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                "init_args": {"num_cpus": cpus, "include_dashboard": False, "logging_level": "error",
