@@ -32,3 +32,8 @@ class CheckpointError(VisecError):
 
 class MetricError(VisecError, ValueError):
     """A metric is undefined for the given input (e.g. AUC with one class)."""
+
+
+class DivergedError(VisecError):
+    """A training run whose model diverged (non-finite weights or scores) in every evaluation: a
+    measured outcome (e.g. FedAvg under a poisoned client), with no model to test."""

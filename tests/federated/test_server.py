@@ -98,3 +98,21 @@ def test_a_run_where_no_client_finished_is_refused_not_carded(synth_small, tmp_p
                                      "name=fed", "fed.clients=2", "fed.rounds=1", "fed.client_eval=false"])
     with pytest.raises(ConfigError, match="no client finished a round; first error: RuntimeError: node [01] failed"):
         run_server(in_process_grid(2, lambda r, k: "error"), cfg, tmp_path / "fed")
+
+
+def test_a_diverged_global_model_is_recorded_never_selected_and_never_carded(synth_small, tmp_path, task_identity,
+                                                                             one_torch_thread):
+    """A client's update scaled past float32's range makes FedAvg's global weights non-finite: the
+    round is recorded as diverged (no AUC made up), and a run with no finite round raises."""
+    from visec.errors import DivergedError
+    from visec.federated.server import run_server
+
+    cfg = load_config("fedforgery", [*TINY, f"data.manifest={synth_small.manifest}", f"output_dir={tmp_path}",
+                                     "name=fed", "fed.clients=2", "fed.rounds=1", "fed.client_eval=false",
+                                     "fed.poison=scale", "fed.poison_scale=1e38", "fed.poison_client=1"])
+    with pytest.raises(DivergedError, match="diverged in every round"):
+        run_server(in_process_grid(2, lambda r, k: "ok"), cfg, tmp_path / "fed")
+    summary = json.loads((tmp_path / "fed" / "federated.json").read_text())
+    assert summary["diverged_rounds"] == [1] and summary["final_val_auc"] is None and summary["best_round"] is None
+    assert summary["rounds"][0]["val_auc"] is not None  # the initial model was finite
+    assert not (tmp_path / "fed" / "best.safetensors").exists()

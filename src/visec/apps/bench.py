@@ -44,7 +44,7 @@ from visec.data.datamodule import fake_families
 from visec.data.manifest import read_manifest
 from visec.engine import Engine
 from visec.engine.engine import CONFIG_FILE, STATE, card_name, surrogate_mismatch
-from visec.errors import ConfigError
+from visec.errors import ConfigError, DivergedError
 from visec.registry import BENCHES, METHODS
 from visec.cards import ResultCard
 
@@ -174,6 +174,9 @@ def _run(plan: _Plan, manifest: Path, images: str, out: Path, seed: int, extra: 
     if done.is_file() and json.loads(done.read_text()).get("images_sha256", images) != images:
         raise ConfigError(f"{run_dir} was trained on other images than {manifest} now holds; remove it "
                           f"or bench into another --out folder")
+    if done.is_file() and json.loads(done.read_text()).get("diverged"):
+        console.print(f"{step} {e.label} {plan.protocol}: diverged (no model to test; rounds in {run_dir})")
+        return []
     if done.is_file():
         console.print(f"{step} {e.label} {plan.protocol}: trained already ({run_dir})")
     else:
@@ -182,6 +185,9 @@ def _run(plan: _Plan, manifest: Path, images: str, out: Path, seed: int, extra: 
             shutil.rmtree(run_dir)
         if cfg.fed is not None:  # a federated entrant: Flower's simulation (restarted, not resumed)
             fit = _federated_fit(cfg, run_dir, console, f"{step} {e.label} {plan.protocol}")
+            if fit.get("diverged"):  # a measured outcome (a poisoned FedAvg): recorded, nothing to test
+                done.write_text(json.dumps({"config": cfg.to_dict(), "images_sha256": images, **fit}, indent=2) + "\n")
+                return []
         else:
             console.print(f"{step} {e.label} {plan.protocol}: {'resuming' if resume else 'training'} "
                           f"({cfg.train.max_epochs} epochs, {cfg.data.image_size} px)")
@@ -231,9 +237,13 @@ def _federated_fit(cfg, run_dir: Path, console: Console, what: str) -> dict:
                   f"{fed.local_epochs} local epoch(s), {fed.label()}, {cfg.data.image_size} px)")
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    summary = run_federated(cfg, run_dir)
+    try:
+        summary = run_federated(cfg, run_dir)
+    except DivergedError as exc:
+        console.print(f"    [yellow]{escape(str(exc))}[/yellow]")
+        return {"diverged": True, "best_epoch": None, "best_score": None}
     used = "/".join(str(r.get("clients_used", "-")) for r in summary["rounds"] if r["round"] > 0)
-    aucs = " ".join(f"{r['val_auc']:.3f}" for r in summary["rounds"])
+    aucs = " ".join("diverged" if r["val_auc"] is None else f"{r['val_auc']:.3f}" for r in summary["rounds"])
     console.print(f"    global val AUC per round: {aucs}; clients used {used}")
     return {"best_epoch": summary["best_round"], "best_score": summary["best_val_auc"],
             "fit_seconds": summary["seconds"]}

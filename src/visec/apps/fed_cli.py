@@ -54,7 +54,8 @@ def run_cmd(config: str = typer.Argument(..., help="Method name, method/variant 
     summary = run_federated(cfg, engine.run_dir, verbose=verbose)
     for r in summary["rounds"]:
         used = f"  clients {r['clients_used']}/{r['clients_used'] + r['clients_failed']}" if "clients_used" in r else ""
-        console.print(f"round {r['round']}: global val AUC {r['val_auc']:.3f}{used}")
+        auc = "diverged (non-finite)" if r["val_auc"] is None else f"{r['val_auc']:.3f}"
+        console.print(f"round {r['round']}: global val AUC {auc}{used}")
     console.print(f"best round {summary['best_round']} (val AUC {summary['best_val_auc']:.3f}), "
                   f"{summary['seconds']:.0f} s")
     if test_after:

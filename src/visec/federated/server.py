@@ -27,7 +27,7 @@ from visec.checkpoint import save_checkpoint
 from visec.cards import code_version
 from visec.config import FedConfig, RunConfig, load_config
 from visec.engine.engine import BEST, CONFIG_FILE, LAST, Engine, build_datamodule, build_module
-from visec.errors import ConfigError
+from visec.errors import ConfigError, DivergedError, MetricError
 
 FEDERATED_FILE = "federated.json"
 
@@ -112,22 +112,35 @@ def run_server(grid: Grid, cfg: RunConfig, run_dir: str | Path) -> dict[str, Any
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         t_eval = time.perf_counter()
-        module.net.load_state_dict(arrays.to_torch_state_dict())
-        engine._trainer().validate(module, datamodule=dm, verbose=False)
-        frame = module.val_results["metrics"]["frame"]
-        auc = float(frame["auc"]["value"])
-        now = time.perf_counter()
+        state = arrays.to_torch_state_dict()
+        module.net.load_state_dict(state)
         row = rounds.setdefault(server_round, {"round": server_round})
-        row.update({"val_auc": auc, "val_eer_threshold": float(frame["eer_threshold"]),
+        finite = all(bool(v.isfinite().all()) for v in state.values() if v.is_floating_point())
+        auc = threshold = None
+        if finite:
+            try:
+                engine._trainer().validate(module, datamodule=dm, verbose=False)
+                frame = module.val_results["metrics"]["frame"]
+                auc, threshold = float(frame["auc"]["value"]), float(frame["eer_threshold"])
+            except MetricError as exc:  # finite weights, non-finite scores
+                if "non-finite" not in str(exc):
+                    raise
+        now = time.perf_counter()
+        # a global model whose weights or scores are not finite has diverged: it is recorded as such
+        # and never selected (a poisoned FedAvg does this); its AUC is undefined, not made up
+        row.update({"val_auc": auc, "val_eer_threshold": threshold, "diverged": auc is None,
                     "round_seconds": now - t_round[0], "eval_seconds": now - t_eval})
         meta = {"config": cfg.to_dict(), "code": code_version(), "epoch": server_round,
                 "global_step": server_round, "selection": "val", "metrics": {"val/auc": auc},
-                "val_eer_threshold": float(frame["eer_threshold"]), "federated_round": server_round}
+                "federated_round": server_round}
+        if threshold is not None:
+            meta["val_eer_threshold"] = threshold
         save_checkpoint(module.net, run_dir / LAST, meta)
-        if server_round > 0 and (best["auc"] is None or auc > best["auc"]):
+        if auc is not None and server_round > 0 and (best["auc"] is None or auc > best["auc"]):
             best.update(auc=auc, round=server_round)
             save_checkpoint(module.net, run_dir / BEST, meta)
         t_round[0] = time.perf_counter()  # evaluation time counts to the next round's wall time
+        return MetricRecord({"val_auc": float("nan") if auc is None else auc})
         return MetricRecord({"val_auc": auc})
 
     strategy = make_strategy(fed, on_train_replies)
@@ -139,11 +152,16 @@ def run_server(grid: Grid, cfg: RunConfig, run_dir: str | Path) -> dict[str, Any
     summary = {"strategy": fed.strategy, "fed": fed.model_dump(mode="json"), "best_round": best["round"],
                "best_val_auc": best["auc"], "seconds": round(time.perf_counter() - start, 3),
                "rounds": [rounds[k] for k in sorted(rounds)]}
+    summary["final_val_auc"] = summary["rounds"][-1]["val_auc"]  # the global model after the last round
+    summary["diverged_rounds"] = [r["round"] for r in summary["rounds"] if r.get("diverged")]
     (run_dir / FEDERATED_FILE).write_text(json.dumps(summary, indent=1))
     trained = [r for r in summary["rounds"] if r.get("clients_used")]
     if not trained:  # the global model never changed: no card may claim it was trained
         errors = next((r["errors"] for r in summary["rounds"] if r.get("errors")), ["no reply"])
         raise ConfigError(f"federated run {run_dir}: no client finished a round; first error: {errors[0]}")
+    if best["round"] is None:
+        raise DivergedError(f"federated run {run_dir}: the global model diverged in every round (non-finite "
+                          f"weights or scores); rounds in {run_dir / FEDERATED_FILE}")
     return summary
 
 

@@ -212,7 +212,7 @@ def forgery_report(card_paths: list[Path], manifest: Path, examples: int = 6) ->
     attacked_section(report, list(zip(cards, card_paths)), scores, m)
     from visec.report.federated import federated_section
 
-    federated_section(report, cards)
+    federated_section(report, cards, card_paths)
 
     first = max(intra, key=_auc)
     s = scores[id(first)]
