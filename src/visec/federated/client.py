@@ -33,6 +33,7 @@ client_app = ClientApp()
 # a client's manifest share, its training-image count and its checked datasets, kept between rounds
 # (a simulated client's process lives across rounds; so does a SuperNode's app process pool)
 _DATA: dict[tuple, tuple[Manifest, int, dict]] = {}
+_MODULE: dict[tuple, Any] = {}  # the client's module, rebuilt only when the run config changes
 
 
 def run_config_of(msg: Message) -> RunConfig:
@@ -106,7 +107,12 @@ def _local_module(msg: Message, context: Context, train: bool):
                                           flip_labels=train and poisoned and fed.poison == "flip")
     dm = FaceDataModule(local.data, local.train, share)
     dm.splits, dm.info = cached.setdefault("splits", {}), cached.setdefault("info", {})  # checked once
-    module = build_module(local)
+    key = (str(msg.content["config"]["visec-config"]),)  # any client of the run: all weights load each round
+    module = _MODULE.get(key)
+    if module is None:  # built once per run and client process; every round loads the global weights
+        _MODULE.clear()
+        module = _MODULE[key] = build_module(local)
+    module.train_cfg = local.train  # this round's seed and local epochs
     state = msg.content["arrays"].to_torch_state_dict()
     if fed.bn == "local" and "local-bn" in context.state:  # FedBN: this client's own BatchNorm
         state.update(context.state["local-bn"].to_torch_state_dict())

@@ -88,6 +88,8 @@ class FedForgeryMethod(Method):
            False, False, False)
           for name, extra in (("fedavg", ()), ("fedmedian", ()), ("fedtrimmedavg", ("fed.trim_beta=0.34",)),
                               ("krum", ("fed.krum_malicious=1",)))),
+        # Krum keeps one client's model per round: its clean run separates that cost from the poison's
+        ("krum-iid", ("fed.strategy=krum", "fed.partition=iid", "fed.krum_malicious=1"), False, False, False),
     )
 
     @classmethod
