@@ -305,3 +305,27 @@ def test_client_poison_fedbn_and_fault_injection(synth_small, tmp_path, task_ide
     assert torch.equal(state[conv], init[conv])  # everything else is the global model
     with pytest.raises(RuntimeError, match="crashed in round 3"):
         train(_message(init, cfg, rnd=3), ctx0)
+
+
+@pytest.mark.slow
+def test_a_local_evaluation_leaves_the_next_local_training_unchanged(synth_small, tmp_path, task_identity,
+                                                                     one_torch_thread):
+    """A client process keeps its module between calls: an evaluate call between two training rounds
+    must not change the second round (the module goes back to training mode)."""
+    from visec.federated import client
+
+    cfg = _fed_cfg(synth_small.manifest, tmp_path, "fed.clients=2")
+    init = _initial(cfg)
+
+    def second_round(evaluate_first: bool) -> dict[str, torch.Tensor]:
+        client._MODULE.clear()
+        ctx = _context(0, 2)
+        first = client.train(_message(init, cfg, rnd=1), ctx).content["arrays"].to_torch_state_dict()
+        if evaluate_first:
+            reply = client.evaluate(_message(first, cfg, rnd=1, kind="evaluate"), ctx)
+            assert 0 <= reply.content["metrics"]["val_accuracy"] <= 1
+        return client.train(_message(first, cfg, rnd=2), ctx).content["arrays"].to_torch_state_dict()
+
+    plain, evaluated = second_round(False), second_round(True)
+    for k in plain:
+        torch.testing.assert_close(evaluated[k], plain[k], rtol=0, atol=0, msg=k)

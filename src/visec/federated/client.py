@@ -113,6 +113,7 @@ def _local_module(msg: Message, context: Context, train: bool):
         _MODULE.clear()
         module = _MODULE[key] = build_module(local)
     module.train_cfg = local.train  # this round's seed and local epochs
+    module.train(train)  # a cached module may come from the other kind of call (Lightning keeps its mode)
     state = msg.content["arrays"].to_torch_state_dict()
     if fed.bn == "local" and "local-bn" in context.state:  # FedBN: this client's own BatchNorm
         state.update(context.state["local-bn"].to_torch_state_dict())
@@ -147,7 +148,9 @@ def train(msg: Message, context: Context) -> Message:
     if poisoned and fed.poison == "scale":  # a poisoned update: scale * (local - global)
         new_state = {k: (global_state[k] + fed.poison_scale * (v - global_state[k])
                          if v.is_floating_point() else v) for k, v in new_state.items()}
-    metrics = MetricRecord({"num-examples": n_train, "unit": 1, "train_loss": loss,
+    terms = {f"train_{k[6:]}": float(v) for k, v in trainer.callback_metrics.items()
+             if k.startswith("train/") and k != "train/loss" and v.numel() == 1}  # each loss term
+    metrics = MetricRecord({"num-examples": n_train, "unit": 1, "train_loss": loss, **terms,
                             "local_seconds": seconds, "partition-id": pid})
     return Message(RecordDict({"arrays": ArrayRecord(new_state), "metrics": metrics}), reply_to=msg)
 

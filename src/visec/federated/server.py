@@ -106,7 +106,10 @@ def run_server(grid: Grid, cfg: RunConfig, run_dir: str | Path) -> dict[str, Any
             "errors": [error_line(m.error.reason) for m in replies if m.has_error()]
                       + [f"no reply within {fed.round_timeout:g} s"] * missing,
             "local_seconds": local, "local_seconds_max": max(local, default=0.0), "local_seconds_sum": sum(local),
-            "train_loss": (sum(float(m.content["metrics"]["train_loss"]) for m in ok) / len(ok)) if ok else None}
+            "train_loss": (sum(float(m.content["metrics"]["train_loss"]) for m in ok) / len(ok)) if ok else None,
+            # each client's loss terms (CE, reconstruction, codebook, ...), for a look at what moved
+            "client_losses": {int(m.content["metrics"]["partition-id"]): {
+                k: float(v) for k, v in m.content["metrics"].items() if k.startswith("train_")} for m in ok}}
         # what the server received from each client: record types (arrays and metrics, nothing else)
         rounds[server_round]["received"] = sorted({f"{k}:{type(v).__name__}" for m in ok for k, v in m.content.items()})
 
