@@ -34,3 +34,15 @@ def test_fed_app_writes_the_flower_app_and_the_connection(tmp_path, monkeypatch,
     conn = tomllib.loads((tmp_path / "home" / "config.toml").read_text())["superlink"]
     assert conn["visec"]["address"] == "127.0.0.1:9999" and conn["visec"]["insecure"] is True
     assert "flwr run" in capsys.readouterr().out
+
+
+def test_without_flower_every_fed_command_is_one_line(monkeypatch, capsys, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "flwr" else real(name, *a))
+    for args in (["run", "fedforgery"], ["app", str(tmp_path / "a"), "--config", "fedforgery", "--run-dir", "r"],
+                 ["superlink"], ["client", "--superlink", "127.0.0.1:1"]):
+        assert main(["fed", *args]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert "needs Flower" in err and len(err.splitlines()) == 1, err

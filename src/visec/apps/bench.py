@@ -230,6 +230,9 @@ def _run(plan: _Plan, manifest: Path, images: str, out: Path, seed: int, extra: 
 
 def _federated_fit(cfg, run_dir: Path, console: Console, what: str) -> dict:
     """Train a federated entrant (``fed`` in its config) in Flower's simulation; the engine's fit keys."""
+    from visec.federated import require_flower
+
+    require_flower()
     from visec.federated.server import run_federated
 
     fed = cfg.fed

@@ -34,6 +34,9 @@ def run_cmd(config: str = typer.Argument(..., help="Method name, method/variant 
             verbose: bool = typer.Option(False, "--verbose", help="Flower's and Ray's log on the terminal."),
             ) -> None:
     """Federated training in Flower's simulation, then the usual test card of the global model."""
+    from visec.federated import require_flower
+
+    require_flower()
     from visec.config import load_config
     from visec.engine import Engine
     from visec.federated.server import run_federated
@@ -77,6 +80,9 @@ def app_cmd(out: Path = typer.Argument(..., help="Folder to write the Flower App
             ) -> None:
     """Write a Flower App folder running visec's ServerApp and ClientApp, and the SuperLink connection
     `flwr run` uses (in $FLWR_HOME/config.toml, default ~/.flwr)."""
+    from visec.federated import require_flower
+
+    require_flower()
     from visec.federated.deploy import CONNECTION, flower_app, flwr_run_command, superlink_connection
 
     path = flower_app(out, config, list(overrides or []), run_dir)
@@ -94,6 +100,9 @@ def superlink_cmd(port: int = typer.Option(9093, "--port", help="The SuperLink's
                   ) -> None:
     """Start Flower's SuperLink (insecure: a trusted network only) in this process; visec's apps run from
     this environment (no dependency installation at run time)."""
+    from visec.federated import require_flower
+
+    require_flower()
     from visec.federated.deploy import flower_env, superlink_command
 
     argv = superlink_command(port, host=host, database=str(database) if database else None)
@@ -109,6 +118,9 @@ def client_cmd(superlink: str = typer.Option(..., "--superlink", help="The Super
                                                   "node on a machine; Flower's default 9094)."),
                ) -> None:
     """Start a Flower SuperNode that runs visec's ClientApp on this node's data (insecure)."""
+    from visec.federated import require_flower
+
+    require_flower()
     from visec.federated.deploy import flower_env, supernode_command
 
     argv = supernode_command(superlink, partition_id, num_partitions,

@@ -6,4 +6,16 @@ Flower is imported only here: ``import visec.federated`` needs ``flwr`` installe
 
 from visec.federated.partition import describe, partition
 
-__all__ = ["describe", "partition"]
+
+def require_flower() -> None:
+    """A one-line error, before any work, where Flower is not installed."""
+    import importlib.util
+
+    from visec.errors import ConfigError
+
+    if importlib.util.find_spec("flwr") is None:
+        raise ConfigError("federated training needs Flower: pip install 'flwr[simulation]==1.42.0' "
+                          "(or the project's `fed` extra)")
+
+
+__all__ = ["describe", "partition", "require_flower"]
