@@ -68,7 +68,7 @@ def main() -> None:
         for r in rounds:
             wall = r["round_seconds"] - r["eval_seconds"]
             critical = makespan(r["local_seconds"], k)
-            rows.append((wall, r["local_seconds_sum"], critical, (wall - critical) / critical))
+            rows.append((wall, sum(r["local_seconds"]), critical, (wall - critical) / critical))
         later = rows[1:] or rows
         mean = [sum(x[i] for x in later) / len(later) for i in range(4)]
         print(f"{n:>7} {rows[0][0]:>10.1f} {mean[0]:>8.2f} {mean[1]:>11.2f} {k:>2} {mean[2]:>10.2f} {mean[3]:>8.1%}")

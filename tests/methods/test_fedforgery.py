@@ -329,3 +329,43 @@ def test_a_local_evaluation_leaves_the_next_local_training_unchanged(synth_small
     plain, evaluated = second_round(False), second_round(True)
     for k in plain:
         torch.testing.assert_close(evaluated[k], plain[k], rtol=0, atol=0, msg=k)
+
+
+def test_client_share_partitions_after_the_holdout_and_flips_only_training_labels(synth_small, tmp_path):
+    """A client's share: the held-out family never reaches it (the partition is dealt over what is left,
+    so every client of a per-family split still holds fakes), and a flip-poisoned client's training
+    labels are flipped while its validation labels are not."""
+    from visec.data.manifest import read_manifest
+    from visec.federated.client import client_share
+
+    cfg = _fed_cfg(synth_small.manifest, tmp_path, "fed.clients=2", "data.holdout=resynth")
+    full = read_manifest(synth_small.manifest).df
+    shares = [client_share(cfg, {"partition-id": k, "num-partitions": 2})[0].df for k in range(2)]
+    for df in shares:
+        assert "resynth" not in set(df.loc[df["label"] == 1, "manipulation"])
+        assert (df.loc[df["split"] == "train", "label"] == 1).any()
+    kept = full[full["split"].isin(["train", "val"]) & ((full["label"] == 0) | (full["manipulation"] != "resynth"))]
+    assert sorted(p for df in shares for p in df["path"]) == sorted(kept["path"])
+    plain = shares[0].set_index("path")["label"]
+    flipped = client_share(cfg, {"partition-id": 0, "num-partitions": 2}, flip_labels=True)[0].df.set_index("path")
+    train = flipped["split"] == "train"
+    assert (flipped.loc[train, "label"] == 1 - plain[flipped.index[train]]).all()
+    assert (flipped.loc[~train, "label"] == plain[flipped.index[~train]]).all()
+
+
+@pytest.mark.slow
+def test_the_server_s_proximal_mu_reaches_the_client_s_training(synth_small, tmp_path, task_identity,
+                                                                one_torch_thread):
+    """FedProx's ``proximal-mu`` in the train message pulls the local weights back to the global ones."""
+    from visec.federated import client
+
+    cfg = _fed_cfg(synth_small.manifest, tmp_path, "fed.clients=2", "train.lr=0.01")
+    init = _initial(cfg)
+
+    def moved(mu):
+        client._MODULE.clear()
+        out = client.train(_message(init, cfg, mu=mu), _context(0, 2)).content["arrays"].to_torch_state_dict()
+        return float(torch.cat([(out[k] - init[k]).flatten() for k, _ in client._MODULE[next(iter(client._MODULE))]
+                                .net.named_parameters()]).norm())
+
+    assert moved(1000.0) < 0.5 * moved(None)

@@ -167,17 +167,18 @@ def _run(plan: _Plan, manifest: Path, images: str, out: Path, seed: int, extra: 
                                *plan.overrides, *extra])
     engine = Engine(cfg, run_dir, progress=True)
     done, saved = run_dir / FIT_DONE, run_dir / CONFIG_FILE
-    restarts = cfg.fed is not None and not done.is_file()  # an unfinished federated run starts again
+    record = json.loads(done.read_text()) if done.is_file() else None
+    restarts = cfg.fed is not None and record is None  # an unfinished federated run starts again
     if saved.is_file() and not restarts and yaml.safe_load(saved.read_text()) != cfg.to_dict():
         raise ConfigError(f"{run_dir} holds a run with another config; remove it or bench into "
                           f"another --out folder")
-    if done.is_file() and json.loads(done.read_text()).get("images_sha256", images) != images:
+    if record is not None and record.get("images_sha256", images) != images:
         raise ConfigError(f"{run_dir} was trained on other images than {manifest} now holds; remove it "
                           f"or bench into another --out folder")
-    if done.is_file() and json.loads(done.read_text()).get("diverged"):
+    if record is not None and record.get("diverged"):
         console.print(f"{step} {e.label} {plan.protocol}: diverged (no model to test; rounds in {run_dir})")
         return []
-    if done.is_file():
+    if record is not None:
         console.print(f"{step} {e.label} {plan.protocol}: trained already ({run_dir})")
     else:
         resume = (run_dir / STATE).is_file()

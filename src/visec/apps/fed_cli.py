@@ -48,9 +48,7 @@ def run_cmd(config: str = typer.Argument(..., help="Method name, method/variant 
             ov.append(f"fed.{key}={value}")
     if name is not None:
         ov.append(f"name={name}")
-    cfg = load_config(config, ov)
-    if cfg.fed is None:  # no fed.* given at all: the defaults
-        cfg = load_config(config, [*ov, "fed={}"])
+    cfg = load_config(config, ["fed={}", *ov])  # the fed defaults under the config's and the options' values
     engine = Engine(cfg)
     fed = cfg.fed
     console.print(f"federated: {fed.clients} clients x {fed.rounds} rounds, {fed.label()}; run folder {engine.run_dir}")

@@ -48,6 +48,7 @@ warnings.filterwarnings("ignore", message=r".*it is recommended to use `Trainer\
 # train.select_on=last has no validation loader (an empty list), which is what it means
 warnings.filterwarnings("ignore", message=r".*Total length of `list` across ranks is zero.*")
 BEST, LAST, STATE = "best.safetensors", "last.safetensors", "last.ckpt"
+FEDERATED_FILE = "federated.json"  # a federated run's rounds (written by visec.federated)
 
 
 def build_module(cfg: RunConfig) -> MethodModule:
@@ -308,7 +309,7 @@ class Engine:
 
     def _federated(self) -> dict[str, Any]:
         """A federated run's rounds (``federated.json``, written by :mod:`visec.federated`), for its cards."""
-        path = self.run_dir / "federated.json"
+        path = self.run_dir / FEDERATED_FILE
         if self.cfg.fed is None or not path.is_file():
             return {}
         import json

@@ -14,8 +14,9 @@ import time
 from typing import Any
 
 import lightning as L
-import numpy as np
+import pandas as pd
 import torch
+import torch.nn.functional as F
 import yaml
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -63,8 +64,6 @@ def client_share(cfg: RunConfig, node_config: dict[str, Any], flip_labels: bool 
             if flip_labels and split == cfg.data.train_split:  # a poisoned client: labels flipped
                 df = df.assign(label=1 - df["label"])
             frames.append(df)
-        import pandas as pd
-
         share = Manifest(pd.concat(frames, ignore_index=True), m.root, m.source)
         _DATA[key] = (share, int((share.df["split"] == cfg.data.train_split).sum()), {})
     return _DATA[key]
@@ -165,14 +164,12 @@ def evaluate(msg: Message, context: Context) -> Message:
     split = cfg.data.val_split or cfg.data.train_split
     loader = dm._loader(split, train=False)
     module.eval()
-    probs, labels = [], []
+    logits, labels = [], []
     with torch.no_grad():
         for batch in loader:
-            probs.append(torch.sigmoid(module(batch["image"]).float()))
+            logits.append(module(batch["image"]).float())
             labels.append(batch["label"])
-    p, y = torch.cat(probs).numpy(), torch.cat(labels).numpy()
-    eps = 1e-7
-    loss = float(-np.mean(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps)))
-    metrics = {"num-examples": int(len(y)), "unit": 1, "val_loss": loss,
-               "val_accuracy": float(np.mean((p > 0.5) == (y > 0.5)))}
+    z, y = torch.cat(logits), torch.cat(labels)
+    metrics = {"num-examples": len(y), "unit": 1, "val_loss": float(F.binary_cross_entropy_with_logits(z, y)),
+               "val_accuracy": float(((z > 0) == (y > 0.5)).float().mean())}
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

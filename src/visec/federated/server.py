@@ -26,10 +26,9 @@ from flwr.serverapp import strategy as flwr_strategy
 from visec.checkpoint import save_checkpoint
 from visec.cards import code_version
 from visec.config import FedConfig, RunConfig, load_config
-from visec.engine.engine import BEST, CONFIG_FILE, LAST, Engine, build_datamodule, build_module
+from visec.engine.engine import (BEST, CONFIG_FILE, FEDERATED_FILE, LAST, Engine, build_datamodule,
+                                 build_module)
 from visec.errors import ConfigError, DivergedError, MetricError
-
-FEDERATED_FILE = "federated.json"
 
 
 def error_line(reason: str) -> str:
@@ -105,7 +104,7 @@ def run_server(grid: Grid, cfg: RunConfig, run_dir: str | Path) -> dict[str, Any
             "clients": sorted(int(m.content["metrics"]["partition-id"]) for m in ok),
             "errors": [error_line(m.error.reason) for m in replies if m.has_error()]
                       + [f"no reply within {fed.round_timeout:g} s"] * missing,
-            "local_seconds": local, "local_seconds_max": max(local, default=0.0), "local_seconds_sum": sum(local),
+            "local_seconds": local,
             "train_loss": (sum(float(m.content["metrics"]["train_loss"]) for m in ok) / len(ok)) if ok else None,
             # each client's loss terms (CE, reconstruction, codebook, ...), for a look at what moved
             "client_losses": {int(m.content["metrics"]["partition-id"]): {
@@ -144,7 +143,6 @@ def run_server(grid: Grid, cfg: RunConfig, run_dir: str | Path) -> dict[str, Any
             save_checkpoint(module.net, run_dir / BEST, meta)
         t_round[0] = time.perf_counter()  # evaluation time counts to the next round's wall time
         return MetricRecord({"val_auc": float("nan") if auc is None else auc})
-        return MetricRecord({"val_auc": auc})
 
     strategy = make_strategy(fed, on_train_replies)
     start = time.perf_counter()
@@ -193,9 +191,7 @@ server_app = ServerApp()
 def _deployed(grid: Grid, context: Context) -> None:
     rc = context.run_config
     overrides = str(rc.get("overrides", "")).split()
-    cfg = load_config(str(rc["config"]), overrides)
-    if cfg.fed is None:
-        cfg = load_config(str(rc["config"]), [*overrides, "fed={}"])
+    cfg = load_config(str(rc["config"]), ["fed={}", *overrides])  # the fed defaults under any fed.* given
     run_dir = Path(str(rc.get("run-dir", Path(cfg.output_dir) / (cfg.name or "fed")))).resolve()
     if (run_dir / LAST).exists():
         raise ConfigError(f"run folder {run_dir} already holds a run; pick another run-dir")
