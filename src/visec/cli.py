@@ -25,6 +25,9 @@ app.add_typer(tit_app, name="tit")
 from visec.apps.fed_cli import fed_app  # noqa: E402  (typer and rich only; Flower loads on use)
 
 app.add_typer(fed_app, name="fed")
+from visec.apps.analyze_cli import register as _register_analysis  # noqa: E402  (typer and rich only)
+
+_register_analysis(app)
 # Piped output (logs, CI, tests) gets wide lines instead of wrapped table cells.
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
@@ -424,7 +427,10 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args or os.environ.get(DEBUG_ENV) == "1"
     command = typer.main.get_command(app)
     try:
-        command.main(args=args, prog_name="visec", standalone_mode=False)
+        # without standalone mode, click returns a `typer.Exit(code)`'s code instead of raising it
+        code = command.main(args=args, prog_name="visec", standalone_mode=False)
+        if isinstance(code, int):
+            return code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:

@@ -297,6 +297,8 @@ class Engine:
             timings={"test_seconds": round(seconds, 3), "images_per_second": round(n / max(seconds, 1e-9), 2)},
             selection=selection, notes=notes,
             extra={"checkpoint": str(checkpoint or self.run_dir / BEST), "epoch": meta.get("epoch"),
+                   # the decision threshold fixed at training (visec analyze decides with it)
+                   **({"val_eer_threshold": meta["val_eer_threshold"]} if "val_eer_threshold" in meta else {}),
                    "skipped": {k: [list(x) for x in v] for k, v in skipped.items()}, **extra_attack,
                    **self._federated()},
         )

@@ -1,0 +1,183 @@
+"""``visec analyze`` and ``visec serve`` (registered on the main command in :mod:`visec.cli`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from visec.errors import VisecError
+
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+_RUNS_HELP = "Folder searched for trained runs (every face-forgery run under it is used)."
+
+
+def _inputs(paths: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files to analyse (folders searched recursively, in name order) and the entries skipped."""
+    from visec.apps.analyze import sniff
+
+    files: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    for p in paths:
+        if p.is_dir():
+            for f in sorted(q for q in p.rglob("*") if not q.is_dir()):
+                if not f.is_file():
+                    skipped.append((str(f), "not a regular file"))
+                    continue
+                with open(f, "rb") as fh:
+                    kind = sniff(fh.read(32))
+                if kind is None:
+                    skipped.append((str(f), "not an image or video"))
+                else:
+                    files.append(f)
+        elif p.exists() or p.is_symlink():
+            files.append(p)
+        else:
+            raise VisecError(f"{p}: no such file or folder")
+    return files, skipped
+
+
+def _out_stem(path: Path, used: set[str]) -> str:
+    stem = path.stem or "input"
+    name, k = stem, 1
+    while name in used:
+        k += 1
+        name = f"{stem}-{k}"
+    used.add(name)
+    return name
+
+
+def analyze_cmd(
+    paths: list[Path] = typer.Argument(..., help="Images, videos or folders of them."),
+    runs: Path = typer.Option(Path("runs"), "--runs", help=_RUNS_HELP),
+    out: Path = typer.Option(Path("analysis"), "--out", help="Folder for one JSON and one HTML page per input."),
+    faces: str = typer.Option("detect", "--faces", help="detect: find and align faces; whole: each image is "
+                                                      "already an aligned face crop."),
+    detector: str = typer.Option("mtcnn", "--detector", help="Face detector: mtcnn, dlib or haar."),
+    frames: int = typer.Option(16, "--frames", min=1, max=1000, help="Evenly spaced frames per video."),
+    size: int = typer.Option(256, "--size", min=16, max=2048, help="Crop size for runs whose training data "
+                                                                   "has no preprocess report."),
+    margin: float = typer.Option(0.3, "--margin", min=0.0, max=2.0, help="Crop margin, likewise."),
+    all_runs: bool = typer.Option(False, "--all-runs", help="Also use leave-one-manipulation-out runs."),
+    maps: bool = typer.Option(True, "--maps/--no-maps", help="Saliency maps (the evidence section)."),
+    as_json: bool = typer.Option(False, "--json", help="Print each analysis as one JSON line instead of the table."),
+) -> None:
+    """Analyse images and videos with every trained detector: verdicts, maps, per-frame curves."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from visec.apps.analysis_html import render_page
+    from visec.apps.analyze import Analyzer
+
+    if faces not in ("detect", "whole"):
+        raise VisecError(f"--faces must be 'detect' or 'whole', not {faces!r}")
+    if out.exists() and not out.is_dir():
+        raise VisecError(f"--out {out} is a file; name a folder")
+    files, skipped = _inputs(paths)
+    if not files:
+        raise VisecError("nothing to analyse: " + ("; ".join(f"{p}: {why}" for p, why in skipped[:5])
+                                                   if skipped else "no input files"))
+    analyzer = Analyzer.from_runs(runs, all_runs=all_runs, size=size, margin=margin, face_detector=detector,
+                                  faces=faces, frames=frames, maps=maps)
+    out.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    results, failed = [], []
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err_console, transient=True, disable=not err_console.is_terminal)
+    with progress:
+        overall = progress.add_task("inputs", total=len(files))
+        for path in files:
+            frames_task = progress.add_task(f"  {path.name}", total=None)
+            try:
+                result = analyzer.analyze(path, progress=lambda k, n: progress.update(frames_task, completed=k, total=n))
+            except VisecError as exc:
+                failed.append((str(path), str(exc)))
+                continue
+            finally:
+                progress.remove_task(frames_task)
+                progress.advance(overall)
+            stem = _out_stem(path, used)
+            (out / f"{stem}.analysis.json").write_text(result.to_json(indent=1) + "\n", encoding="utf-8")
+            (out / f"{stem}.html").write_text(render_page(result), encoding="utf-8")
+            results.append((path, result, out / f"{stem}.html"))
+            if as_json:
+                print(result.to_json())
+    if not as_json:
+        _summary(analyzer, results)
+        for note in analyzer.notes:
+            err_console.print(f"[yellow]note: {escape(note)}[/yellow]", highlight=False)
+        console.print(f"{len(results)} analysed -> {out}/ (one .analysis.json and one .html per input)")
+    for p, why in skipped:
+        err_console.print(f"skipped {escape(p)}: {escape(why)}", highlight=False)
+    for p, why in failed:
+        err_console.print(f"[red]failed[/red] {escape(why)}", highlight=False)
+    if skipped or failed:
+        err_console.print(f"{len(skipped)} skipped, {len(failed)} failed of {len(files) + len(skipped)} inputs")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _summary(analyzer, results) -> None:
+    table = Table(title="visec analyze", show_lines=False)
+    table.add_column("input", overflow="fold")
+    table.add_column("faces", justify="right")
+    for d in analyzer.detectors:
+        table.add_column(f"{d.info.name}\n(t={d.info.threshold:.2f})", justify="right", overflow="fold")
+    table.add_column("verdict")
+    table.add_column("agreement", justify="right")
+    for path, r, _ in results:
+        cells = []
+        for v in r.detector_verdicts:
+            cells.append("-" if v.prob is None else f"{v.prob:.3f} {'[red]fake[/red]' if v.fake else '[green]real[/green]'}")
+        agreement = "-" if r.ensemble.agreement is None else f"{r.ensemble.agreement:.0%}"
+        faces = str(len(r.faces)) + (f" / {len(r.input.frames_sampled)} fr." if r.input.media == "video" else "")
+        table.add_row(escape(str(path)), faces, *cells, r.ensemble.verdict, agreement)
+    console.print(table)
+
+
+def schema_cmd() -> None:
+    """Print the JSON Schema of `visec analyze`'s output (versioned; docs/analysis.schema.json)."""
+    from visec.apps.analyze import json_schema
+
+    print(json.dumps(json_schema(), indent=1))
+
+
+def serve_cmd(
+    runs: Path = typer.Option(Path("runs"), "--runs", help=_RUNS_HELP),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port."),
+    workers: int = typer.Option(2, "--workers", min=1, max=64, help="Analyses run at once."),
+    queue: int = typer.Option(64, "--queue", min=0, max=10000, help="Analyses that may wait; more get 503."),
+    max_mb: float = typer.Option(50.0, "--max-mb", min=0.001, max=10000.0, help="Upload size limit in MB."),
+    faces: str = typer.Option("detect", "--faces", help="detect or whole (see visec analyze)."),
+    detector: str = typer.Option("mtcnn", "--detector", help="Face detector: mtcnn, dlib or haar."),
+    frames: int = typer.Option(16, "--frames", min=1, max=1000, help="Evenly spaced frames per video."),
+    all_runs: bool = typer.Option(False, "--all-runs", help="Also use leave-one-manipulation-out runs."),
+    log_level: str = typer.Option("warning", "--log-level", help="uvicorn's log level."),
+) -> None:
+    """A local web page and JSON API for `visec analyze` (FastAPI on uvicorn)."""
+    from visec.apps.analyze import Analyzer
+    from visec.apps.serve import serve
+
+    if faces not in ("detect", "whole"):
+        raise VisecError(f"--faces must be 'detect' or 'whole', not {faces!r}")
+    analyzer = Analyzer.from_runs(runs, all_runs=all_runs, face_detector=detector, faces=faces, frames=frames)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"[yellow]note: binding {escape(host)}: the page is reachable beyond this machine[/yellow]")
+    err_console.print(f"visec serve: {len(analyzer.detectors)} detector(s) on http://{escape(host)}:{port}/ "
+                      f"(API docs /docs, JSON /openapi.json)", highlight=False)
+    serve(analyzer, host=host, port=port, max_bytes=int(max_mb * 1024 * 1024), workers=workers, queue=queue,
+          log_level=log_level)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("analyze")(analyze_cmd)
+    app.command("serve")(serve_cmd)
+    app.command("analyze-schema")(schema_cmd)
+
