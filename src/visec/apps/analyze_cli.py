@@ -163,8 +163,12 @@ def serve_cmd(
 ) -> None:
     """A local web page and JSON API for `visec analyze` (FastAPI on uvicorn)."""
     from visec.apps.analyze import Analyzer
-    from visec.apps.serve import serve
 
+    try:
+        from visec.apps.serve import serve
+    except ImportError as exc:
+        raise VisecError(f"visec serve needs FastAPI and uvicorn ({exc.name} is missing): "
+                         f"pip install 'visec[serve]'") from None
     if faces not in ("detect", "whole"):
         raise VisecError(f"--faces must be 'detect' or 'whole', not {faces!r}")
     analyzer = Analyzer.from_runs(runs, all_runs=all_runs, face_detector=detector, faces=faces, frames=frames)

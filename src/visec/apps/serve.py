@@ -36,6 +36,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+
 from visec.apps.analysis_html import page_css, render_fragment
 from visec.apps.analyze import Analysis, Analyzer, sniff
 from visec.errors import DataError, VisecError
@@ -98,10 +102,6 @@ def _safe_name(raw: str | None) -> str:
 def create_app(analyzer: Analyzer, *, max_bytes: int = DEFAULT_MAX_BYTES, workers: int = 2,
                queue: int = 64):
     """The FastAPI app around one loaded :class:`Analyzer`."""
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse
-
     if max_bytes < 1 or workers < 1 or queue < 0:
         raise VisecError(f"serve: max_bytes and workers must be >= 1 and queue >= 0 "
                          f"(got {max_bytes}, {workers}, {queue})")
