@@ -25,7 +25,7 @@ app.add_typer(tit_app, name="tit")
 from visec.apps.fed_cli import fed_app  # noqa: E402  (typer and rich only; Flower loads on use)
 
 app.add_typer(fed_app, name="fed")
-from visec.apps.analyze_cli import register as _register_analysis  # noqa: E402  (typer and rich only)
+from visec.apps.analyze_cli import register as _register_analysis  # noqa: E402  (typer, rich, pydantic; no torch)
 
 _register_analysis(app)
 # Piped output (logs, CI, tests) gets wide lines instead of wrapped table cells.

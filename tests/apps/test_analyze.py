@@ -185,3 +185,20 @@ def test_cli_writes_json_and_html_and_counts_skips(tiny_runs, media, tmp_path, c
     assert code == 1 and "bad.png" in captured.err and "Traceback" not in captured.err + captured.out
     assert main(["analyze", str(tmp_path / "missing.png"), "--runs", str(tiny_runs)]) == 2
     assert main(["analyze", str(inputs / "face.png"), "--runs", str(tmp_path / "nowhere")]) == 2
+
+
+def test_auto_mode_takes_small_square_images_as_crops(analyzer, media, tmp_path):
+    """auto: a square image no larger than the detectors' training crops (the tiny run: 32 px, no
+    preprocess report) is the face crop, said in the notes; a larger photo goes through detection."""
+    import cv2
+
+    crop = cv2.resize(cv2.imread(str(media / "face.png"))[60:180, 170:290], (32, 32))
+    cv2.imwrite(str(tmp_path / "crop.png"), crop)
+    assert analyzer.crop_side() == 32
+    small = analyzer.analyze(tmp_path / "crop.png")
+    assert small.faces_mode == "whole" and small.faces[0].box == [0.0, 0.0, 32.0, 32.0]
+    assert any("taken as an aligned face crop" in n for n in small.notes)
+    big = analyzer.analyze(media / "face.png")
+    assert big.faces_mode == "detect" and not any("taken as an aligned" in n for n in big.notes)
+    with pytest.raises(VisecError, match="faces must be one of"):
+        Analyzer(analyzer.detectors, faces="guess")

@@ -148,3 +148,29 @@ def test_bad_parameters_are_4xx(client, media):
     assert r.status_code == 422 and "view" in r.json()["error"]
     r = client.post("/api/analyze", content=b"x", headers={"Content-Length": "abc"})
     assert 400 <= r.status_code < 500
+
+
+MAGIC = [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"II*\x00", b"RIFF\x00\x00\x00\x00WEBP",
+         b"RIFF\x00\x00\x00\x00AVI ", b"\x00\x00\x00\x18ftypmp42", b"\x1a\x45\xdf\xa3"]
+
+
+def test_arbitrary_bytes_never_give_a_server_error(client, media):
+    """Generated uploads (each known magic number, or none, followed by random bytes, or by a cut
+    of a real file): the answer is 200 or a 4xx JSON error with one line, never a 5xx."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    real = (media / "face.png").read_bytes()
+
+    @settings(max_examples=60, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(st.sampled_from(MAGIC), st.binary(max_size=600), st.integers(0, len(real)), st.booleans())
+    def check(magic, tail, cut, from_real):
+        content = real[:cut] if from_real else magic + tail
+        r = _post(client, content, "fuzz.bin")
+        assert r.status_code == 200 or 400 <= r.status_code < 500, (r.status_code, r.text[:300])
+        if r.status_code != 200:
+            assert "\n" not in r.json()["error"]
+
+    check()
+    assert client.get("/api/health").json()["status"] == "ok"

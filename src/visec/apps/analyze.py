@@ -16,7 +16,10 @@ What one analysis does:
 2. **Faces.** Every face of every sampled frame is detected (``faces="detect"``: the face detector
    with five landmarks, then the same similarity alignment as ``visec preprocess``), or the whole
    image is taken as one aligned face crop (``faces="whole"``, for inputs that already are crops,
-   like ``visec preprocess`` output and the embedded data). Faces are tracked across frames by box
+   like ``visec preprocess`` output and the embedded data). ``faces="auto"`` (the default) takes a
+   square image no larger than the detectors' training crops (their ``visec preprocess`` size, or
+   their input size when they were trained on images as given) as a crop and detects faces in
+   everything else; the analysis records the mode used and says when it chose ``whole``. Faces are tracked across frames by box
    overlap (greedy IoU >= 0.3 with the track's last box); frames without a face and frames that do
    not decode are listed, never scored.
 3. **Detectors.** Every face-forgery run found under the runs folder scores every face. A run's
@@ -62,6 +65,7 @@ SCHEMA_VERSION = 1
 DEFAULT_MAX_PIXELS = 40_000_000  # a 6,300 x 6,300 image; a decompression bomb declares far more
 TRACK_IOU = 0.3
 MAP_SIZE = 128  # pixels of the crops and saliency maps shown
+FACE_MODES = ("auto", "detect", "whole")
 
 
 # -- the result schema ---------------------------------------------------------------------------
@@ -141,7 +145,8 @@ class Analysis(BaseModel):
     visec: str
     created: str
     input: InputInfo
-    faces_mode: Literal["detect", "whole"]
+    faces_mode: Literal["detect", "whole"] = Field(description="how faces were found in this input: detected "
+                                                 "and aligned, or the whole image taken as the face crop")
     detectors: list[DetectorInfo]
     faces: list[FaceScore]
     frames_without_face: list[int]
@@ -311,11 +316,11 @@ def _crop_settings(cfg: Any, size: int, margin: float) -> dict[str, Any]:
         report = Path(manifest).parent / "preprocess_report.json"
         try:
             config = json.loads(report.read_text(encoding="utf-8")).get("config", {})
-            return {"size": int(config["size"]), "margin": float(config["margin"]),
+            return {"size": int(config["size"]), "margin": float(config["margin"]), "from_report": True,
                     "source": f"visec preprocess report of the training data ({report})"}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
-    return {"size": int(size), "margin": float(margin),
+    return {"size": int(size), "margin": float(margin), "from_report": False,
             "source": "defaults (the training data has no visec preprocess report)"}
 
 
@@ -396,13 +401,13 @@ class Analyzer:
     serialised, decoding runs in parallel)."""
 
     def __init__(self, detectors: list[LoadedDetector], notes: list[str] | None = None, *,
-                 face_detector: str = "mtcnn", faces: Literal["detect", "whole"] = "detect",
+                 face_detector: str = "mtcnn", faces: Literal["auto", "detect", "whole"] = "auto",
                  frames: int = 16, max_pixels: int = DEFAULT_MAX_PIXELS, maps: bool = True) -> None:
         if not detectors:
             raise VisecError("no trained face-forgery detector found" + (f" ({'; '.join(notes)})" if notes else "")
                              + "; train one with `make demo` or `visec train`")
-        if faces not in ("detect", "whole"):
-            raise VisecError(f"faces must be 'detect' or 'whole', not {faces!r}")
+        if faces not in FACE_MODES:
+            raise VisecError(f"faces must be one of {', '.join(FACE_MODES)}, not {faces!r}")
         if frames < 1:
             raise VisecError(f"frames must be at least 1, not {frames}")
         self.detectors = detectors
@@ -415,7 +420,7 @@ class Analyzer:
         self._face_detector = None
         self._model_lock = threading.Lock()
         self._face_lock = threading.Lock()
-        if faces == "detect":
+        if faces != "whole":
             self._get_face_detector()  # load now (a server loads its models once, at start-up)
 
     @classmethod
@@ -446,10 +451,22 @@ class Analyzer:
             raise DataError(f"{label}: none of the {len(frames)} sampled frames decodes")
         return frames, total
 
-    def _faces(self, rgb: np.ndarray) -> list[tuple[list[float], float | None, np.ndarray | None]]:
+    def crop_side(self) -> int:
+        """The largest face crop the detectors were trained on: a square image no larger than this is
+        taken as an aligned crop in ``auto`` mode."""
+        return max(d.info.crop["size"] if d.info.crop.get("from_report") else d.info.image_size
+                   for d in self.detectors)
+
+    def _mode_for(self, media: str, first: np.ndarray) -> str:
+        if self.faces_mode != "auto":
+            return self.faces_mode
+        h, w = first.shape[:2]
+        return "whole" if media == "image" and h == w and h <= self.crop_side() else "detect"
+
+    def _faces(self, rgb: np.ndarray, mode: str) -> list[tuple[list[float], float | None, np.ndarray | None]]:
         """(box, detector score, landmarks) of every face, largest first."""
         h, w = rgb.shape[:2]
-        if self.faces_mode == "whole":
+        if mode == "whole":
             return [([0.0, 0.0, float(w), float(h)], None, None)]
         with self._face_lock:
             faces = self._get_face_detector().detect(rgb)
@@ -492,12 +509,16 @@ class Analyzer:
         frames, total = self._frames(path, media, name or path.name)
         first = next(rgb for _, rgb in frames if rgb is not None)
         notes = list(self.notes)
+        mode = self._mode_for(media, first)
+        if mode == "whole" and self.faces_mode == "auto":
+            notes.append(f"taken as an aligned face crop (a square image of {first.shape[0]} px, no larger than "
+                         f"the detectors' training crops of {self.crop_side()} px); --faces detect finds faces in it")
         unreadable = [int(i) for i, rgb in frames if rgb is None]
         without: list[int] = []
         per_frame: list[tuple[int, np.ndarray, list[tuple[list[float], float | None, np.ndarray | None]]]] = []
         for k, (index, rgb) in enumerate(frames):
             if rgb is not None:
-                faces = self._faces(rgb)
+                faces = self._faces(rgb, mode)
                 if faces:
                     per_frame.append((int(index), rgb, faces))
                 else:
@@ -564,13 +585,13 @@ class Analyzer:
             notes.append(f"{len(unreadable)} of {len(frames)} sampled frame(s) could not be decoded")
         if not faces_out:
             notes.append("no face found" + (" (if the input is already a face crop, use --faces whole)"
-                                            if self.faces_mode == "detect" else ""))
+                                            if mode == "detect" else ""))
         info = InputInfo(path=str(path), name=name or path.name, media=media, bytes=size,
                          sha256=_sha256(path), width=int(first.shape[1]), height=int(first.shape[0]),
                          frames_total=int(total), frames_sampled=[int(i) for i, _ in frames])
         return Analysis(visec=visec.__version__,
                         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                        input=info, faces_mode=self.faces_mode, detectors=[d.info for d in self.detectors],
+                        input=info, faces_mode=mode, detectors=[d.info for d in self.detectors],
                         faces=faces_out, frames_without_face=without, frames_unreadable=unreadable,
                         tracks=tracks, detector_verdicts=verdicts, ensemble=ensemble, evidence=evidence,
                         seconds=round(time.perf_counter() - start, 3), notes=notes)

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from visec.apps.analyze import FACE_MODES
 from visec.errors import VisecError
 
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -58,8 +59,9 @@ def analyze_cmd(
     paths: list[Path] = typer.Argument(..., help="Images, videos or folders of them."),
     runs: Path = typer.Option(Path("runs"), "--runs", help=_RUNS_HELP),
     out: Path = typer.Option(Path("analysis"), "--out", help="Folder for one JSON and one HTML page per input."),
-    faces: str = typer.Option("detect", "--faces", help="detect: find and align faces; whole: each image is "
-                                                      "already an aligned face crop."),
+    faces: str = typer.Option("auto", "--faces", help="detect: find and align faces; whole: each image is "
+                                                    "already an aligned face crop; auto: whole for square images "
+                                                    "no larger than the detectors' training crops, detect otherwise."),
     detector: str = typer.Option("mtcnn", "--detector", help="Face detector: mtcnn, dlib or haar."),
     frames: int = typer.Option(16, "--frames", min=1, max=1000, help="Evenly spaced frames per video."),
     size: int = typer.Option(256, "--size", min=16, max=2048, help="Crop size for runs whose training data "
@@ -75,8 +77,8 @@ def analyze_cmd(
     from visec.apps.analysis_html import render_page
     from visec.apps.analyze import Analyzer
 
-    if faces not in ("detect", "whole"):
-        raise VisecError(f"--faces must be 'detect' or 'whole', not {faces!r}")
+    if faces not in FACE_MODES:
+        raise VisecError(f"--faces must be one of {', '.join(FACE_MODES)}, not {faces!r}")
     if out.exists() and not out.is_dir():
         raise VisecError(f"--out {out} is a file; name a folder")
     files, skipped = _inputs(paths)
@@ -112,6 +114,9 @@ def analyze_cmd(
         _summary(analyzer, results)
         for note in analyzer.notes:
             err_console.print(f"[yellow]note: {escape(note)}[/yellow]", highlight=False)
+        for path, result, _ in results:
+            for note in result.notes[len(analyzer.notes):]:  # this input's own notes
+                err_console.print(f"[yellow]note ({escape(path.name)}): {escape(note)}[/yellow]", highlight=False)
         console.print(f"{len(results)} analysed -> {out}/ (one .analysis.json and one .html per input)")
     for p, why in skipped:
         err_console.print(f"skipped {escape(p)}: {escape(why)}", highlight=False)
@@ -128,7 +133,7 @@ def _summary(analyzer, results) -> None:
     table.add_column("input", overflow="fold")
     table.add_column("faces", justify="right")
     for d in analyzer.detectors:
-        table.add_column(f"{d.info.name}\n(t={d.info.threshold:.2f})", justify="right", overflow="fold")
+        table.add_column(f"{d.info.name}\n(t={d.info.threshold:.3f})", justify="right", overflow="fold")
     table.add_column("verdict")
     table.add_column("agreement", justify="right")
     for path, r, _ in results:
@@ -155,7 +160,7 @@ def serve_cmd(
     workers: int = typer.Option(2, "--workers", min=1, max=64, help="Analyses run at once."),
     queue: int = typer.Option(64, "--queue", min=0, max=10000, help="Analyses that may wait; more get 503."),
     max_mb: float = typer.Option(50.0, "--max-mb", min=0.001, max=10000.0, help="Upload size limit in MB."),
-    faces: str = typer.Option("detect", "--faces", help="detect or whole (see visec analyze)."),
+    faces: str = typer.Option("auto", "--faces", help="auto, detect or whole (see visec analyze)."),
     detector: str = typer.Option("mtcnn", "--detector", help="Face detector: mtcnn, dlib or haar."),
     frames: int = typer.Option(16, "--frames", min=1, max=1000, help="Evenly spaced frames per video."),
     all_runs: bool = typer.Option(False, "--all-runs", help="Also use leave-one-manipulation-out runs."),
@@ -169,8 +174,8 @@ def serve_cmd(
     except ImportError as exc:
         raise VisecError(f"visec serve needs FastAPI and uvicorn ({exc.name} is missing): "
                          f"pip install 'visec[serve]'") from None
-    if faces not in ("detect", "whole"):
-        raise VisecError(f"--faces must be 'detect' or 'whole', not {faces!r}")
+    if faces not in FACE_MODES:
+        raise VisecError(f"--faces must be one of {', '.join(FACE_MODES)}, not {faces!r}")
     analyzer = Analyzer.from_runs(runs, all_runs=all_runs, face_detector=detector, faces=faces, frames=frames)
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"[yellow]note: binding {escape(host)}: the page is reachable beyond this machine[/yellow]")

@@ -42,7 +42,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from visec.apps.analysis_html import page_css, render_fragment
 from visec.apps.analyze import Analysis, Analyzer, sniff
-from visec.errors import DataError, VisecError
+from visec.errors import VisecError
 
 log = logging.getLogger("visec.serve")
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
@@ -203,10 +203,12 @@ def create_app(analyzer: Analyzer, *, max_bytes: int = DEFAULT_MAX_BYTES, worker
             loop = asyncio.get_running_loop()
             try:
                 result = await loop.run_in_executor(pool, lambda: analyzer.analyze(path, name=name))
-            except DataError as exc:
+            except VisecError as exc:  # DataError and the rest of visec's one-line errors
                 raise _Reject(422, str(exc).replace(str(path), name)) from None
-            except VisecError as exc:
-                raise _Reject(422, str(exc).replace(str(path), name)) from None
+            except Exception as exc:  # a bug, not the input's fault: logged here, one line to the client
+                log.exception("analysis of %s failed", name)
+                first = str(exc).splitlines()[0][:200] if str(exc) else ""
+                raise _Reject(500, f"internal error while analysing {name}: {type(exc).__name__}: {first}") from None
             result.input.path = name  # the temporary path means nothing to the client
             state["served"] += 1
             if view == "html":
