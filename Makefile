@@ -29,4 +29,4 @@ bench: $(STAMP)
 	for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs analysis .pytest_cache
