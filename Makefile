@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml requirements.txt requirements-nodeps.txt
 	$(BIN)/pip install -q -r requirements.txt
 	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt
 	$(BIN)/pip install -q --no-deps -e .
-	$(BIN)/python -c "import visec, torch, timm, lightning, cv2, open_clip, flwr, ray, fastapi, uvicorn, playwright; cv2.CascadeClassifier"
+	$(BIN)/python -c "import visec, torch, timm, lightning, cv2, open_clip, flwr, ray, fastapi, uvicorn, playwright, faiss; cv2.CascadeClassifier"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -94,6 +94,16 @@ def e2e_run(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def sketch_small(tmp_path_factory):
+    """The embedded sketch/photo set, test-sized: 50 categories (40 seen, 10 unseen) x 6 photos and 6
+    sketches (2 of each held out as seen-class validation) at 32 px (a few seconds, once per session)."""
+    from visec.data.synthetic.sketches import make_sketch_dataset
+
+    return make_sketch_dataset(tmp_path_factory.mktemp("sketch"), size=32, photos_per_class=6,
+                               sketches_per_class=6, val_per_class=2).root
+
+
+@pytest.fixture(scope="session")
 def captions_small(tmp_path_factory):
     """The embedded captioned objects, test-sized: 24 categories x (150 pre-training + 16 train + 4 val
     + 24 test) images at 32 px (about 10 s, once per session)."""

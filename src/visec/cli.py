@@ -28,6 +28,9 @@ app.add_typer(fed_app, name="fed")
 from visec.apps.analyze_cli import register as _register_analysis  # noqa: E402  (typer, rich, pydantic; no torch)
 
 _register_analysis(app)
+from visec.apps.retrieve import retrieve_cmd  # noqa: E402  (typer and rich only)
+
+app.command("retrieve")(retrieve_cmd)
 # Piped output (logs, CI, tests) gets wide lines instead of wrapped table cells.
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
@@ -106,19 +109,21 @@ def data_toy(out: Path = typer.Option(Path("data/toy"), "--out", help="Output fo
 
 @data_app.command("synth")
 def data_synth(out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default data/synth, "
-                                                  "or data/captions for --kind captions)."),
-               kind: str = typer.Option("faces", "--kind", help="faces (forgery detection) or captions "
-                                        "(captioned objects for CLIP pre-training and prompt learning)."),
+                                                  "data/captions for --kind captions, data/sketch for --kind sketch)."),
+               kind: str = typer.Option("faces", "--kind", help="faces (forgery detection), captions "
+                                        "(captioned objects for CLIP pre-training and prompt learning) or sketch "
+                                        "(paired sketches and photos of 50 object categories for zero-shot SBIR)."),
                seed: int = typer.Option(0, "--seed"),
                identities: int = typer.Option(500, "--identities", help="DCGAN identities (each: a real and a fake video)."),
                frames: int = typer.Option(2, "--frames", help="Frames per video."),
                size: Optional[int] = typer.Option(None, "--size", help="Image side in pixels (default 64 for faces: "
-                                                  "the GAN faces are 64 px; 32 for captions)."),
+                                                  "the GAN faces are 64 px; 32 for captions; 64 for sketch)."),
                family: list[str] = typer.Option([], "--family", help="Manipulation family (repeatable; default all)."),
                force: bool = typer.Option(False, "--force", help="Regenerate even if cached."),
                ) -> None:
-    """Generate an embedded dataset: GAN + public-domain faces with 3 manipulation families, or
-    captioned procedural objects (24 categories) for prompt learning."""
+    """Generate an embedded dataset: GAN + public-domain faces with 3 manipulation families,
+    captioned procedural objects (24 categories) for prompt learning, or paired sketches and photos
+    (50 categories, 10 unseen) for zero-shot sketch-based image retrieval."""
     from rich.progress import Progress
 
     if kind == "captions":
@@ -129,8 +134,16 @@ def data_synth(out: Optional[Path] = typer.Option(None, "--out", help="Output fo
         console.print(f"{rep.images} images ({'cached' if rep.cached else f'{rep.seconds:.1f} s'}) in {rep.root} "
                       f"(sha256 {rep.digest[:16]})")
         return
+    if kind == "sketch":
+        from visec.data.synthetic.sketches import make_sketch_dataset
+
+        with err_console.status("drawing the sketches and photos ..."):
+            rep = make_sketch_dataset(out or Path("data/sketch"), force=force, seed=seed, size=size or 64)
+        console.print(f"{rep.images} images, {rep.seen} seen + {rep.unseen} unseen classes "
+                      f"({'cached' if rep.cached else f'{rep.seconds:.1f} s'}) in {rep.root} (sha256 {rep.digest[:16]})")
+        return
     if kind != "faces":
-        raise ConfigError(f"--kind must be faces or captions (got {kind!r})")
+        raise ConfigError(f"--kind must be faces or captions or sketch (got {kind!r})")
     from visec.data.synthetic import FAMILIES, make_synth_dataset
 
     with Progress(console=err_console, transient=True) as bar:

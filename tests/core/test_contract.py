@@ -40,6 +40,7 @@ TINY: dict[str, tuple[str, ...]] = {
     "fedforgery": ("model.backbone=tiny_cnn", "model.weights=null", "model.width=8", "model.num_codes=16"),
     "adversarial_training": ANCRA_TINY,
     "ancra": ANCRA_TINY,
+    "sbka": ("model.teacher_weights=random", "model.seen=4", "model.timm={depths: [1,1,1,1], dims: [8,16,32,64]}"),
     "gcscoop": ("model.clip_weights=random", "model.tiny={embed_dim: 16, vision_width: 8, text_width: 16, "
                 "text_layers: 1, heads: 2, context_length: 16}"),
 }
@@ -198,6 +199,9 @@ def _tiny_data(name: str, request) -> list[str]:
         return ["data.dataset=digits", "train.limit_train_batches=2", "train.monitor=robust_acc"]
     if family == "prompt learning":
         return [f"data.root={request.getfixturevalue('captions_small')}", "train.limit_train_batches=2"]
+    if family == "sketch-based retrieval":
+        return [f"data.root={request.getfixturevalue('sketch_small')}", "model.seen=40", "data.image_size=32",
+                "train.limit_train_batches=2"]
     return [f"data.manifest={request.getfixturevalue('digits_or_synth')}", "data.image_size=32",
             "train.limit_train_batches=2"]
 

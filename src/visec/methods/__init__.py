@@ -7,3 +7,4 @@ from visec.methods import deepfidelity  # noqa: F401
 from visec.methods import acmf  # noqa: F401
 from visec.methods import gcscoop  # noqa: F401
 from visec.methods import fedforgery  # noqa: F401
+from visec.methods import sbka  # noqa: F401
