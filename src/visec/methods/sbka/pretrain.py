@@ -62,8 +62,19 @@ def pretrain_teacher(data: Any, digest: str, *, arch: str, timm_kwargs: dict[str
     start = time.perf_counter()
     images = load_images(data.train_photo.paths, size)
     labels = torch.as_tensor(np.asarray(data.train_photo.labels), dtype=torch.long)
-    torch.manual_seed(seed)
-    model = Teacher(Encoder(arch, **timm_kwargs), len(data.seen))
+    # the caller's random state is left as it was: a run must not depend on whether the teacher was cached
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _train(images, labels, Teacher(Encoder(arch, **timm_kwargs), len(data.seen)), settings, seed, log)
+    meta = {"kind": "SBKA teacher pre-trained on the embedded seen-class photos", "arch": arch, "timm": timm_kwargs,
+            "classes": list(data.seen), "seed": seed, "settings": settings, "images": len(labels),
+            "seconds": round(time.perf_counter() - start, 1)}
+    save_checkpoint(model, path, meta)
+    return path
+
+
+def _train(images: torch.Tensor, labels: torch.Tensor, model, settings: dict[str, Any], seed: int,
+           log: Callable[[str], None]):
     opt = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     steps = max(1, -(-len(labels) // settings["batch_size"]))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings["epochs"] * steps)
@@ -88,8 +99,4 @@ def pretrain_teacher(data: Any, digest: str, *, arch: str, timm_kwargs: dict[str
         if epoch % 5 == 4 or epoch == settings["epochs"] - 1:
             log(f"teacher pre-training: epoch {epoch + 1}/{settings['epochs']}, loss {total / len(labels):.3f}, "
                 f"train accuracy {correct / len(labels):.3f}")
-    meta = {"kind": "SBKA teacher pre-trained on the embedded seen-class photos", "arch": arch, "timm": timm_kwargs,
-            "classes": list(data.seen), "seed": seed, "settings": settings, "images": len(labels),
-            "seconds": round(time.perf_counter() - start, 1)}
-    save_checkpoint(model, path, meta)
-    return path
+    return model
