@@ -12,6 +12,11 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # whose rounding sends the same tiny trainings elsewhere: the MobileNetV2 e2e run reached AUC 0.63
 # instead of > 0.75 there. Users' runs are left to the machine's best kernels.
 os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+# Engines leave torch's thread count as each test sets it (one_torch_thread, or torch's default),
+# instead of choosing it from the free cores (visec.runtime); tests/engine/test_speed.py tests that.
+os.environ.setdefault("VISEC_THREADS", "off")
+# visec's caches (the decode-check cache) in a folder of this session, not the user's home
+os.environ.setdefault("VISEC_CACHE_DIR", os.path.join(__import__("tempfile").mkdtemp(prefix="visec-test-cache-")))
 
 import pytest  # noqa: E402
 

@@ -12,7 +12,15 @@ The Python API mirrors the ``visec`` command::
 
 from __future__ import annotations
 
+import os as _os
 from typing import Any
+
+from visec.runtime import GOMP_SPINCOUNT as _SPIN
+
+# Before torch loads: idle OpenMP threads spin briefly, then sleep, so visec processes sharing cores
+# do not starve each other (visec.runtime says why and what it measured); a user's setting wins.
+if not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(_os.environ):
+    _os.environ["GOMP_SPINCOUNT"] = _SPIN
 
 __version__ = "0.1.0"
 

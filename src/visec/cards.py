@@ -62,6 +62,8 @@ class ResultCard:
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     code: dict[str, Any] = field(default_factory=code_version)
+    # what changes the numbers besides the seed: threads, precision, layout (visec.runtime)
+    runtime: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(
         timespec="seconds"))
     card_version: int = CARD_VERSION

@@ -88,6 +88,12 @@ class DataConfig(_Strict):
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int | None = Field(None, ge=1)
     num_workers: int = Field(0, ge=0)
+    # decoded images (at image_size, uint8) kept in memory and reused across epochs and the runs of
+    # one process, up to this many MiB (0: off); in-process loading only (num_workers=0)
+    memory_cache_mb: int = Field(2048, ge=0)
+    # the decode check of every image runs once per file list and is cached by the files' paths,
+    # sizes, modification times and manifest hashes (false: decode-check on every run)
+    scan_cache: bool = True
     frames_per_video: int | None = Field(None, ge=1)  # evenly spaced frames kept per video
     hflip: bool = True  # random horizontal flip while training
     on_bad_image: Literal["skip", "error"] = "skip"  # skip = counted, named, and reported in the card
@@ -137,6 +143,7 @@ class TrainConfig(_Strict):
     seed: int = 0
     max_epochs: int = Field(3, ge=1)
     optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
+    fused_optimizer: bool = True  # torch's fused step (CPU and GPU); false: the per-tensor loop
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -158,9 +165,16 @@ class TrainConfig(_Strict):
     devices: int | str = "auto"
     num_nodes: int = Field(1, ge=1)
     strategy: str = "auto"
-    precision: str = "32-true"
+    precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"] = "32-true"
+    channels_last: bool = False  # convolutional weights (hence activations) in NHWC layout
+    threads: int | None = Field(None, ge=1)  # intra-op threads; None: the free cores (visec.runtime)
     deterministic: bool = True
     limit_train_batches: float | int | None = None
+    val_every_n_epochs: int = Field(1, ge=1)  # validation (and so best-checkpoint selection) interval
+    log_every_n_steps: int = Field(50, ge=1)  # per-step values (SAM statistics) are logged this often
+    # the resume state (last.ckpt + last.safetensors) is written after the final epoch and after any
+    # epoch that ends this many seconds after the previous write (0: after every epoch)
+    state_every_s: float = Field(300.0, ge=0)
     # Model selection: "val" (default) keeps the checkpoint with the best monitored validation
     # metric; "last" keeps the final epoch; "test" selects on the test split and is recorded in
     # every card and report as such (it needs this explicit setting).

@@ -49,3 +49,14 @@ def unknown_name(kind: str, name: Any, known_names: Iterable[str]) -> str:
     hint = did_you_mean(name, known, n=3, cutoff=0.5)
     listing = f"; known: {', '.join(known)}" if known and not hint else ""
     return f"unknown {kind} '{name}'{hint}{listing}"
+
+
+def cache_dir(kind: str) -> "Path":
+    """visec's cache folder for ``kind`` (e.g. ``scans``): ``$VISEC_CACHE_DIR/kind``, else
+    ``$XDG_CACHE_HOME/visec/kind``, else ``~/.cache/visec/kind``. Not created here."""
+    import os
+    from pathlib import Path
+
+    base = os.environ.get("VISEC_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "visec")
+    return Path(base) / kind

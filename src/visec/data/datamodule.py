@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +17,76 @@ from torch.utils.data import DataLoader, Dataset
 
 from visec.config import DataConfig, TrainConfig
 from visec.data.corruptions import parse_corruption
-from visec.data.images import load_rgb, scan_images
+from visec.data.images import load_rgb, scan_images_cached
 from visec.data.manifest import Manifest, read_manifest
 from visec.errors import ConfigError, DataError, ManifestError, VisecError
 
 
-def to_tensor(rgb: np.ndarray, size: int) -> torch.Tensor:
-    """``uint8 (H, W, 3)`` -> ``float32 (3, size, size)`` in [0, 1] (area resampling when shrinking)."""
+def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
+    """``uint8 (H, W, 3)`` -> contiguous ``uint8 (size, size, 3)`` (area resampling when shrinking)."""
     h, w = rgb.shape[:2]
     if (h, w) != (size, size):
         interp = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_LINEAR
         rgb = cv2.resize(rgb, (size, size), interpolation=interp)
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+    return np.ascontiguousarray(rgb)
+
+
+def _as_float(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
+
+
+def to_tensor(rgb: np.ndarray, size: int) -> torch.Tensor:
+    """``uint8 (H, W, 3)`` -> ``float32 (3, size, size)`` in [0, 1] (area resampling when shrinking)."""
+    return _as_float(resize_rgb(rgb, size))
+
+
+class ImageCache:
+    """Decoded images at a model's input size (``uint8``), kept in memory for the whole process.
+
+    Shared by every dataset of the process, so the epochs of a run and the runs of one bench decode
+    each image once. Entries are keyed by file, size and modification time (a rewritten file is
+    decoded again). The budget is the caller's (``data.memory_cache_mb``): past it, images are
+    simply not added. Hits and misses are counted for the benchmarks.
+    """
+
+    def __init__(self) -> None:
+        self._images: dict[tuple[str, int, int, int], np.ndarray] = {}
+        self._lock = threading.Lock()
+        self.nbytes = self.hits = self.misses = 0
+
+    @staticmethod
+    def _key(path: Path, size: int) -> tuple[str, int, int, int]:
+        st = path.stat()
+        return str(path), size, st.st_size, st.st_mtime_ns
+
+    def get(self, path: Path, size: int) -> np.ndarray | None:
+        try:
+            found = self._images.get(self._key(path, size))
+        except OSError:
+            found = None
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return found
+
+    def put(self, path: Path, size: int, rgb: np.ndarray, budget_mb: int) -> None:
+        try:
+            key = self._key(path, size)
+        except OSError:
+            return
+        with self._lock:
+            if key not in self._images and self.nbytes + rgb.nbytes <= budget_mb * 2**20:
+                self._images[key] = rgb
+                self.nbytes += rgb.nbytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._images.clear()
+            self.nbytes = self.hits = self.misses = 0
+
+
+IMAGE_CACHE = ImageCache()
 
 
 MODALITY_CHANNELS = {"vis": 3, "nir": 3, "vis+nir": 4}
@@ -53,7 +112,7 @@ class FaceDataset(Dataset):
 
     def __init__(self, manifest: Manifest, image_size: int, train: bool = False,
                  hflip: bool = False, corruption: str | None = None, modality: str = "vis",
-                 families: list[str] | None = None) -> None:
+                 families: list[str] | None = None, memory_cache_mb: int = 0) -> None:
         videos = manifest.df["media"].eq("video")
         if videos.any():
             raise DataError(f"{manifest.source or 'manifest'}: {int(videos.sum())} row(s) are whole "
@@ -75,12 +134,21 @@ class FaceDataset(Dataset):
         self.train = train
         self.hflip = hflip and train
         self.corruption = parse_corruption(corruption)
+        # clean images only: a corruption is seeded by the row and applied before resizing
+        self.memory_cache_mb = memory_cache_mb if self.corruption is None else 0
 
     def __len__(self) -> int:
         return len(self.df)
 
     def _read(self, column: str, i: int) -> torch.Tensor:
-        rgb = load_rgb(self.root / self.df.at[i, column])
+        path = self.root / self.df.at[i, column]
+        if self.memory_cache_mb:
+            cached = IMAGE_CACHE.get(path, self.image_size)
+            if cached is None:
+                cached = resize_rgb(load_rgb(path), self.image_size)
+                IMAGE_CACHE.put(path, self.image_size, cached, self.memory_cache_mb)
+            return _as_float(cached)
+        rgb = load_rgb(path)
         if self.corruption is not None:
             rgb = self.corruption(rgb, i)  # seeded by the row, so a sweep repeats exactly
         return to_tensor(rgb, self.image_size)
@@ -164,7 +232,9 @@ class SplitDataModule(L.LightningDataModule, ABC):
         return DataLoader(ds, batch_size=bs, shuffle=train,
                           drop_last=self.drop_last_train and train and len(ds) > bs,
                           num_workers=self.cfg.num_workers, generator=gen,
-                          persistent_workers=self.cfg.num_workers > 0)
+                          persistent_workers=self.cfg.num_workers > 0,
+                          # page-locked batches copy to a GPU asynchronously; on the CPU they only cost
+                          pin_memory=self.train_cfg.accelerator != "cpu" and torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.cfg.train_split, True)
@@ -214,7 +284,20 @@ class FaceDataModule(SplitDataModule):
             df = self._holdout(part.df, split)
             if self.cfg.frames_per_video:
                 df = keep_frames_per_video(df, self.cfg.frames_per_video)
-            report = scan_images([part.root / p for p in df["path"]])
+            cache_mb = self.cfg.memory_cache_mb if self.cfg.num_workers == 0 else 0
+            corrupted = self.cfg.corruption is not None and split != self.cfg.train_split
+            size = self.cfg.image_size
+
+            def keep(path: Path, rgb: np.ndarray) -> None:  # decoded anyway: fill the memory cache
+                if cache_mb and not corrupted:
+                    IMAGE_CACHE.put(path, size, resize_rgb(rgb, size), cache_mb)
+
+            paths = [part.root / p for p in df["path"]]
+            if self.cfg.modality != "vis":
+                paths += [part.root / p for p in df["nir"]]
+            hashes = (list(df["sha256"].astype(str)) + [""] * (len(paths) - len(df))
+                      if "sha256" in df else None)
+            report, _ = scan_images_cached(paths, hashes, use_cache=self.cfg.scan_cache, keep=keep)
             info = SplitInfo(split, len(df), report.bad)
             if report.bad:
                 if self.cfg.on_bad_image == "error":
@@ -222,7 +305,10 @@ class FaceDataModule(SplitDataModule):
                     raise DataError(f"{path}: {reason} ({len(report.bad)} unreadable image(s) in "
                                     f"split '{split}'; set data.on_bad_image=skip to skip and report them)")
                 bad = {Path(p) for p, _ in report.bad}
-                df = df[[part.root / p not in bad for p in df["path"]]]
+                ok = [part.root / p not in bad for p in df["path"]]
+                if self.cfg.modality != "vis":
+                    ok = [a and part.root / n not in bad for a, n in zip(ok, df["nir"])]
+                df = df[ok]
                 if len(df) == 0:
                     raise DataError(f"split '{split}': all {info.rows} image(s) are unreadable")
             self.info[split] = info
@@ -230,7 +316,8 @@ class FaceDataModule(SplitDataModule):
             self.splits[split] = FaceDataset(Manifest(df, part.root, part.source), self.cfg.image_size,
                                              train=train, hflip=self.cfg.hflip,
                                              corruption=None if train else self.cfg.corruption,
-                                             modality=self.cfg.modality, families=self.families)
+                                             modality=self.cfg.modality, families=self.families,
+                                             memory_cache_mb=cache_mb)
         return self.splits[split]
 
     @property

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -52,16 +55,66 @@ class ScanReport:
         return not self.bad
 
 
-def scan_images(paths: list[Path], workers: int = 4) -> ScanReport:
-    """Decode every image (in threads; PIL releases the GIL) and collect the ones that fail."""
+def scan_images(paths: list[Path], workers: int = 4,
+                keep: Callable[[Path, np.ndarray], None] | None = None) -> ScanReport:
+    """Decode every image (in threads; PIL releases the GIL) and collect the ones that fail.
+
+    ``keep(path, rgb)`` receives every image that decodes (e.g. to fill an in-memory cache while
+    the images are decoded anyway)."""
 
     def check(p: Path) -> tuple[str, str] | None:
         try:
-            load_rgb(p)
+            rgb = load_rgb(p)
         except DataError as exc:
             return str(p), str(exc).split(": ", 1)[-1]
+        if keep is not None:
+            keep(p, rgb)
         return None
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(check, paths))
     return ScanReport(checked=len(paths), bad=[r for r in results if r is not None])
+
+
+def _file_key(path: Path, sha256: str = "") -> str:
+    try:
+        st = path.stat()
+        return f"{path}\t{st.st_size}\t{st.st_mtime_ns}\t{sha256}"
+    except OSError as exc:
+        return f"{path}\t{type(exc).__name__}"
+
+
+def scan_images_cached(paths: list[Path], sha256: list[str] | None = None, *, use_cache: bool = True,
+                       keep: Callable[[Path, np.ndarray], None] | None = None) -> tuple[ScanReport, bool]:
+    """:func:`scan_images`, remembered: ``(report, cached)``.
+
+    The decode check of a file list is stored under visec's cache folder (``scans/``, see
+    :func:`visec.utils.cache_dir`) by a hash of every file's path, size, modification time and
+    manifest content hash (``sha256``, when the manifest has one). A list whose files all look the
+    same is not decoded again; a file that changed in any of those makes a new check. Where the
+    cache folder cannot be written the check simply runs every time.
+    """
+    if not use_cache:
+        return scan_images(paths, keep=keep), False
+    from visec.utils import cache_dir
+
+    digest = hashlib.sha256()
+    for i, p in enumerate(paths):
+        digest.update(_file_key(p, sha256[i] if sha256 else "").encode("utf-8", "surrogateescape"))
+        digest.update(b"\n")
+    entry = cache_dir("scans") / f"{digest.hexdigest()}.json"
+    try:
+        data = json.loads(entry.read_text())
+        if data.get("checked") == len(paths):
+            return ScanReport(checked=len(paths), bad=[tuple(b) for b in data["bad"]]), True
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    report = scan_images(paths, keep=keep)
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"checked": report.checked, "bad": report.bad}))
+        os.replace(tmp, entry)
+    except OSError:
+        pass
+    return report, False

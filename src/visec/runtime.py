@@ -1,0 +1,152 @@
+"""How many threads a visec process computes with, and what it records about them.
+
+Two visec processes on a 2-core machine used to slow each other down up to 30 times. Two causes, both
+fixed here rather than left to the user's environment variables:
+
+* **OpenMP busy-waiting.** PyTorch's CPU kernels run on GNU OpenMP, whose idle threads spin
+  300,000 times before they sleep. Beside another process that wants the same cores, the spinning
+  threads burn the time the other process's threads need, and every parallel region waits for a
+  thread that is not running: two resnet18 trainings at 2 threads each took 102.7 s side by side
+  against 8.2 s alone (12.5x). ``visec/__init__.py`` sets ``GOMP_SPINCOUNT=10000`` before torch is
+  imported, unless the user set a spin count or a wait policy: the same pair then took 16.2 s
+  (2.0x, the proportional share) and one alone 7.9 s. A fully passive policy
+  (``OMP_WAIT_POLICY=PASSIVE``) costs 15-20 % alone on small convolutions, so it is not the default.
+* **Oversubscription.** Every process took one thread per core. :func:`configure_threads` counts the
+  cores this process may run on (its CPU affinity mask, which also reflects ``taskset`` and most
+  cluster schedulers) and subtracts the cores other processes kept busy over a short sample of
+  ``/proc/stat``, so a second process starts with the cores that are actually free.
+
+Precedence: ``train.threads`` in the config, then ``VISEC_THREADS`` (a count, or ``off``: leave
+torch's count as the script set it, which the test suite uses), then ``OMP_NUM_THREADS`` (torch
+already follows it), then the free cores. The count used is written on every card (``runtime``),
+since the thread count changes floating-point results.
+
+Core layer: the standard library at import time; torch only inside the functions.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+GOMP_SPINCOUNT = "10000"  # spins before an idle OpenMP thread sleeps (GNU default 300000)
+SAMPLE_SECONDS = 0.1  # how long /proc/stat is sampled to see what other processes use
+REUSE_SECONDS = 30.0  # an automatic choice younger than this is reused instead of sampled again
+
+
+def allowed_cpus() -> list[int]:
+    """The CPUs this process may run on (its affinity mask; every CPU where that is unknown)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return list(range(os.cpu_count() or 1))
+
+
+def _cpu_jiffies(cpus: list[int]) -> tuple[int, int] | None:
+    """(busy, total) clock ticks summed over ``cpus``, from ``/proc/stat``; ``None`` off Linux."""
+    try:
+        lines = open("/proc/stat").read().splitlines()
+    except OSError:
+        return None
+    wanted = {f"cpu{c}" for c in cpus}
+    busy = total = 0
+    for line in lines:
+        parts = line.split()
+        if parts and parts[0] in wanted:
+            values = [int(v) for v in parts[1:9]]  # user nice system idle iowait irq softirq steal
+            total += sum(values)
+            busy += sum(values) - values[3] - values[4]
+    return (busy, total) if total else None
+
+
+def busy_cores(cpus: list[int] | None = None, seconds: float = SAMPLE_SECONDS) -> float:
+    """Cores of ``cpus`` that *other* processes kept busy over a ``seconds`` sample (0 when unknown).
+
+    The whole machine's busy ticks on those CPUs minus this process's own CPU time in the window.
+    """
+    cpus = cpus if cpus is not None else allowed_cpus()
+    first, own0, t0 = _cpu_jiffies(cpus), os.times(), time.monotonic()
+    if first is None:
+        return 0.0
+    time.sleep(seconds)
+    second, own1, t1 = _cpu_jiffies(cpus), os.times(), time.monotonic()
+    if second is None or second[1] <= first[1]:
+        return 0.0
+    share = (second[0] - first[0]) / (second[1] - first[1])  # busy fraction of those CPUs
+    own = (own1.user - own0.user) + (own1.system - own0.system)
+    return max(0.0, share * len(cpus) - own / max(t1 - t0, 1e-9))
+
+
+def free_cores() -> int:
+    """Cores this process may use that other processes leave free (at least one)."""
+    cpus = allowed_cpus()
+    return max(1, min(len(cpus), round(len(cpus) - busy_cores(cpus))))
+
+
+_CHOSEN: dict[str, Any] = {}
+
+
+def configure_threads(requested: int | None = None) -> dict[str, Any]:
+    """Set torch's intra-op thread count by the precedence above; returns ``{"threads", "source"}``.
+
+    Called when an :class:`~visec.engine.Engine` is created (so once per fit, test or predict) and
+    by the ``visec`` command; OpenCV gets one thread, since its per-image work in the data loader is
+    too small to share and its own pool would compete with torch's.
+    """
+    import torch
+
+    if requested is not None:
+        n, source = int(requested), "train.threads"
+    elif os.environ.get("VISEC_THREADS", "").strip().lower() == "off":
+        n, source = torch.get_num_threads(), "VISEC_THREADS=off (left as set)"
+    elif os.environ.get("VISEC_THREADS", "").strip():
+        n, source = _positive(os.environ["VISEC_THREADS"], "VISEC_THREADS"), "VISEC_THREADS"
+    elif os.environ.get("OMP_NUM_THREADS", "").strip():
+        n, source = torch.get_num_threads(), "OMP_NUM_THREADS"
+    elif _CHOSEN.get("auto") and time.monotonic() - _CHOSEN["at"] < REUSE_SECONDS:
+        n, source = _CHOSEN["threads"], _CHOSEN["source"]  # sampled moments ago (a bench's many runs)
+    else:
+        n, source = free_cores(), f"free cores of {len(allowed_cpus())}"
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover - cv2 is a dependency
+        pass
+    _CHOSEN.update(threads=n, source=source, auto=source.startswith("free"), at=time.monotonic())
+    return {"threads": n, "source": source}
+
+
+def _positive(value: str, name: str) -> int:
+    from visec.errors import ConfigError
+
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"{name}={value!r}: expected a positive whole number of threads")
+    return n
+
+
+def runtime_info(precision: str | None = None) -> dict[str, Any]:
+    """What changes the numbers besides the seed: threads now (and how they were chosen), the
+    OpenMP spin settings, torch's version and build, oneDNN's instruction-set cap, and ``precision``."""
+    info: dict[str, Any] = {}
+    try:
+        import torch
+
+        info.update(threads=torch.get_num_threads(), torch=torch.__version__)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    if _CHOSEN:
+        info["threads_source"] = _CHOSEN["source"]
+    info["omp"] = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        info["onednn_max_cpu_isa"] = os.environ["ONEDNN_MAX_CPU_ISA"]
+    if precision is not None:
+        info["precision"] = precision
+    return info
