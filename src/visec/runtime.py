@@ -14,7 +14,9 @@ fixed here rather than left to the user's environment variables:
 * **Oversubscription.** Every process took one thread per core. :func:`configure_threads` counts the
   cores this process may run on (its CPU affinity mask, which also reflects ``taskset`` and most
   cluster schedulers) and subtracts the cores other processes kept busy over a short sample of
-  ``/proc/stat``, so a second process starts with the cores that are actually free.
+  ``/proc/stat``, so a second process starts with the cores that are actually free; while it
+  trains, :func:`retune_threads` repeats the count every few seconds (two processes started at the
+  same moment both see an idle machine at first), and takes cores back when the other ends.
 
 Precedence: ``train.threads`` in the config, then ``VISEC_THREADS`` (a count, or ``off``: leave
 torch's count as the script set it, which the test suite uses), then ``OMP_NUM_THREADS`` (torch
@@ -32,7 +34,7 @@ from typing import Any
 
 GOMP_SPINCOUNT = "10000"  # spins before an idle OpenMP thread sleeps (GNU default 300000)
 SAMPLE_SECONDS = 0.1  # how long /proc/stat is sampled to see what other processes use
-REUSE_SECONDS = 30.0  # an automatic choice younger than this is reused instead of sampled again
+RETUNE_SECONDS = 5.0  # how often a training or evaluation looks at the other processes' load again
 
 
 def allowed_cpus() -> list[int]:
@@ -60,28 +62,42 @@ def _cpu_jiffies(cpus: list[int]) -> tuple[int, int] | None:
     return (busy, total) if total else None
 
 
+def _snapshot(cpus: list[int]) -> tuple[tuple[int, int] | None, float, float]:
+    """(machine busy/total ticks on ``cpus``, this process's CPU seconds, monotonic time)."""
+    own = os.times()
+    return _cpu_jiffies(cpus), own.user + own.system, time.monotonic()
+
+
+def _others(first: tuple, second: tuple, n_cpus: int) -> float:
+    """Cores other processes kept busy between two :func:`_snapshot` s (0 when unknown)."""
+    (j0, own0, t0), (j1, own1, t1) = first, second
+    if j0 is None or j1 is None or j1[1] <= j0[1] or t1 <= t0:
+        return 0.0
+    share = (j1[0] - j0[0]) / (j1[1] - j0[1])  # busy fraction of those CPUs
+    return max(0.0, share * n_cpus - (own1 - own0) / (t1 - t0))
+
+
 def busy_cores(cpus: list[int] | None = None, seconds: float = SAMPLE_SECONDS) -> float:
     """Cores of ``cpus`` that *other* processes kept busy over a ``seconds`` sample (0 when unknown).
 
     The whole machine's busy ticks on those CPUs minus this process's own CPU time in the window.
     """
     cpus = cpus if cpus is not None else allowed_cpus()
-    first, own0, t0 = _cpu_jiffies(cpus), os.times(), time.monotonic()
-    if first is None:
+    first = _snapshot(cpus)
+    if first[0] is None:
         return 0.0
     time.sleep(seconds)
-    second, own1, t1 = _cpu_jiffies(cpus), os.times(), time.monotonic()
-    if second is None or second[1] <= first[1]:
-        return 0.0
-    share = (second[0] - first[0]) / (second[1] - first[1])  # busy fraction of those CPUs
-    own = (own1.user - own0.user) + (own1.system - own0.system)
-    return max(0.0, share * len(cpus) - own / max(t1 - t0, 1e-9))
+    return _others(first, _snapshot(cpus), len(cpus))
+
+
+def _free(cpus: list[int], others: float) -> int:
+    return max(1, min(len(cpus), round(len(cpus) - others)))
 
 
 def free_cores() -> int:
     """Cores this process may use that other processes leave free (at least one)."""
     cpus = allowed_cpus()
-    return max(1, min(len(cpus), round(len(cpus) - busy_cores(cpus))))
+    return _free(cpus, busy_cores(cpus))
 
 
 _CHOSEN: dict[str, Any] = {}
@@ -90,9 +106,10 @@ _CHOSEN: dict[str, Any] = {}
 def configure_threads(requested: int | None = None) -> dict[str, Any]:
     """Set torch's intra-op thread count by the precedence above; returns ``{"threads", "source"}``.
 
-    Called when an :class:`~visec.engine.Engine` is created (so once per fit, test or predict) and
-    by the ``visec`` command; OpenCV gets one thread, since its per-image work in the data loader is
-    too small to share and its own pool would compete with torch's.
+    Called when an :class:`~visec.engine.Engine` is created; in the automatic mode the engine also
+    calls :func:`retune_threads` while it trains and evaluates. OpenCV gets one thread, since its
+    per-image work in the data loader is too small to share and its own pool would compete with
+    torch's.
     """
     import torch
 
@@ -104,10 +121,17 @@ def configure_threads(requested: int | None = None) -> dict[str, Any]:
         n, source = _positive(os.environ["VISEC_THREADS"], "VISEC_THREADS"), "VISEC_THREADS"
     elif os.environ.get("OMP_NUM_THREADS", "").strip():
         n, source = torch.get_num_threads(), "OMP_NUM_THREADS"
-    elif _CHOSEN.get("auto") and time.monotonic() - _CHOSEN["at"] < REUSE_SECONDS:
-        n, source = _CHOSEN["threads"], _CHOSEN["source"]  # sampled moments ago (a bench's many runs)
     else:
-        n, source = free_cores(), f"free cores of {len(allowed_cpus())}"
+        cpus = allowed_cpus()
+        last = _CHOSEN.get("snap")
+        now = _snapshot(cpus)
+        if last is not None and now[2] - last[2] >= SAMPLE_SECONDS:
+            others = _others(last, now, len(cpus))  # since the last look: no need to wait
+        else:
+            others = busy_cores(cpus)
+            now = _snapshot(cpus)
+        n, source = _free(cpus, others), f"free cores of {len(cpus)}"
+        _CHOSEN.update(snap=now)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     try:
@@ -116,8 +140,34 @@ def configure_threads(requested: int | None = None) -> dict[str, Any]:
         cv2.setNumThreads(1)
     except ImportError:  # pragma: no cover - cv2 is a dependency
         pass
-    _CHOSEN.update(threads=n, source=source, auto=source.startswith("free"), at=time.monotonic())
+    _CHOSEN.update(threads=n, source=source, auto=source.startswith("free"))
+    _CHOSEN.setdefault("used", set()).add(n)
     return {"threads": n, "source": source}
+
+
+def retune_threads(interval: float = RETUNE_SECONDS) -> int | None:
+    """In the automatic mode, at most every ``interval`` seconds: choose the thread count again
+    from what other processes used since the last look (no waiting); returns the new count when
+    it changed. A process started beside another one thus settles on its share, and takes the
+    cores back when the other finishes."""
+    if not _CHOSEN.get("auto"):
+        return None
+    last, cpus = _CHOSEN.get("snap"), allowed_cpus()
+    if last is not None and time.monotonic() - last[2] < interval:
+        return None
+    now = _snapshot(cpus)
+    _CHOSEN["snap"] = now
+    if last is None:
+        return None
+    import torch
+
+    n = _free(cpus, _others(last, now, len(cpus)))
+    if n == torch.get_num_threads():
+        return None
+    torch.set_num_threads(n)
+    _CHOSEN["threads"] = n
+    _CHOSEN["used"].add(n)
+    return n
 
 
 def _positive(value: str, name: str) -> int:
@@ -144,6 +194,8 @@ def runtime_info(precision: str | None = None) -> dict[str, Any]:
         pass
     if _CHOSEN:
         info["threads_source"] = _CHOSEN["source"]
+        if len(_CHOSEN.get("used", ())) > 1:  # the automatic choice changed with the machine's load
+            info["threads_used"] = sorted(_CHOSEN["used"])
     info["omp"] = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}
     if os.environ.get("ONEDNN_MAX_CPU_ISA"):
         info["onednn_max_cpu_isa"] = os.environ["ONEDNN_MAX_CPU_ISA"]

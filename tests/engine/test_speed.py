@@ -193,3 +193,34 @@ def test_visec_shortens_openmp_spinning_unless_the_user_chose_a_policy():
     out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
                          capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["None", "ACTIVE"]
+
+
+def test_threads_are_retuned_to_the_share_another_process_leaves(monkeypatch):
+    import visec.runtime as rt
+
+    cpus = rt.allowed_cpus()
+    if len(cpus) < 2:
+        pytest.skip("needs two cores")
+    before = torch.get_num_threads()
+    monkeypatch.delenv("VISEC_THREADS")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(rt, "_CHOSEN", {})
+    try:
+        assert rt.configure_threads()["source"] == f"free cores of {len(cpus)}"
+        torch.set_num_threads(len(cpus))
+        rt._CHOSEN["threads"] = len(cpus)
+        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            time.sleep(0.3)
+            rt._CHOSEN["snap"] = rt._snapshot(cpus)  # the last look: the hog already running
+            time.sleep(0.6)
+            assert rt.retune_threads(interval=0.0) == len(cpus) - 1  # one core is taken
+            assert rt.retune_threads(interval=3600) is None  # not again before the interval
+        finally:
+            hog.kill()
+            hog.wait()
+        time.sleep(0.6)
+        assert rt.retune_threads(interval=0.0) == len(cpus)  # the hog ended: the cores come back
+        assert rt.runtime_info()["threads_used"] == [len(cpus) - 1, len(cpus)]
+    finally:
+        torch.set_num_threads(before)

@@ -174,6 +174,19 @@ class SafetensorsCheckpoint(Callback):
         self.best_score, self.best_epoch = state.get("best_score"), state.get("best_epoch")
 
 
+class _ThreadShare(Callback):
+    """Every few seconds of training or evaluation, the thread count follows the cores other
+    processes leave free (:func:`visec.runtime.retune_threads`; automatic mode only)."""
+
+    @staticmethod
+    def _look(*_: Any) -> None:
+        from visec.runtime import retune_threads
+
+        retune_threads()
+
+    on_train_batch_start = on_validation_batch_start = on_test_batch_start = on_predict_batch_start = _look
+
+
 def _link_or_copy(src: Path, dst: Path) -> None:
     """``dst`` becomes the file ``src`` is (a hard link where the file system allows), atomically."""
     tmp = dst.with_name(dst.name + ".tmp")
@@ -233,7 +246,7 @@ class Engine:
             strategy=t.strategy, precision=t.precision, deterministic=t.deterministic,
             default_root_dir=str(self.run_dir), enable_checkpointing=False, logger=False,
             enable_progress_bar=self.progress, enable_model_summary=False, num_sanity_val_steps=0,
-            callbacks=callbacks or [], log_every_n_steps=t.log_every_n_steps,
+            callbacks=[*(callbacks or []), _ThreadShare()], log_every_n_steps=t.log_every_n_steps,
             check_val_every_n_epoch=t.val_every_n_epochs, plugins=[_FileCheckpointIO()],
             # no_grad instead of inference_mode for evaluation, so methods may run gradient-based
             # attacks inside validation/test steps (under torch.enable_grad()).
