@@ -16,7 +16,7 @@ Every measurement runs in its own spawned child process (so peak memory is its o
 other; throughputs are the fastest of ``--repeat`` runs, the sides interleaved.
 
     python benchmarks/bench_engine.py [--backbones resnet18,xception] [--epochs 2] [--size 64]
-        [--batch-size 32] [--repeat 2] [--profile]
+        [--batch-size 32] [--repeat 2] [--per-source 2] [--variants ...] [--unfused] [--profile]
 
 ``bench_baseline.py`` reuses :func:`engine_run`, :func:`plain_run` and :func:`run_in_child`.
 """
@@ -239,7 +239,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--sources", type=int, default=100, help="toy-set sources (100: 280 training images)")
+    ap.add_argument("--per-source", type=int, default=2, help="toy images per source face (2: 280 training images)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"engine rows among: {', '.join(VARIANTS)}")
     ap.add_argument("--profile", action="store_true", help="where the engine's fp32 time goes, per epoch")
     ap.add_argument("--unfused", action="store_true", help="also a plain loop with torch's default (unfused) AdamW")
@@ -251,7 +251,7 @@ def main() -> None:
     threads = configure_threads()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        manifest = make_toy_dataset(Path(tmp) / "toy", size=args.size, sources=args.sources)
+        manifest = make_toy_dataset(Path(tmp) / "toy", size=args.size, per_source=args.per_source)
         results = {}
         for backbone in args.backbones.split(","):
             args.backbone = backbone.strip()
