@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 GOMP_SPINCOUNT = "10000"  # spins before an idle OpenMP thread sleeps (GNU default 300000)
@@ -48,7 +49,7 @@ def allowed_cpus() -> list[int]:
 def _cpu_jiffies(cpus: list[int]) -> tuple[int, int] | None:
     """(busy, total) clock ticks summed over ``cpus``, from ``/proc/stat``; ``None`` off Linux."""
     try:
-        lines = open("/proc/stat").read().splitlines()
+        lines = Path("/proc/stat").read_text().splitlines()
     except OSError:
         return None
     wanted = {f"cpu{c}" for c in cpus}
@@ -152,9 +153,10 @@ def retune_threads(interval: float = RETUNE_SECONDS) -> int | None:
     cores back when the other finishes."""
     if not _CHOSEN.get("auto"):
         return None
-    last, cpus = _CHOSEN.get("snap"), allowed_cpus()
+    last = _CHOSEN.get("snap")
     if last is not None and time.monotonic() - last[2] < interval:
-        return None
+        return None  # called at every batch: nothing but this check until the interval is up
+    cpus = allowed_cpus()
     now = _snapshot(cpus)
     _CHOSEN["snap"] = now
     if last is None:
@@ -182,9 +184,10 @@ def _positive(value: str, name: str) -> int:
     return n
 
 
-def runtime_info(precision: str | None = None) -> dict[str, Any]:
+def runtime_info(train: Any = None) -> dict[str, Any]:
     """What changes the numbers besides the seed: threads now (and how they were chosen), the
-    OpenMP spin settings, torch's version and build, oneDNN's instruction-set cap, and ``precision``."""
+    OpenMP spin settings, torch's version and build, oneDNN's instruction-set cap, and, given a
+    :class:`~visec.config.TrainConfig`, its precision and layout (``channels_last``)."""
     info: dict[str, Any] = {}
     try:
         import torch
@@ -199,6 +202,6 @@ def runtime_info(precision: str | None = None) -> dict[str, Any]:
     info["omp"] = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}
     if os.environ.get("ONEDNN_MAX_CPU_ISA"):
         info["onednn_max_cpu_isa"] = os.environ["ONEDNN_MAX_CPU_ISA"]
-    if precision is not None:
-        info["precision"] = precision
+    if train is not None:
+        info.update(precision=train.precision, channels_last=train.channels_last)
     return info

@@ -224,3 +224,69 @@ def test_threads_are_retuned_to_the_share_another_process_leaves(monkeypatch):
         assert rt.runtime_info()["threads_used"] == [len(cpus) - 1, len(cpus)]
     finally:
         torch.set_num_threads(before)
+
+
+def test_trainer_settings_carry_the_speed_options(toy_manifest, tmp_path):
+    from visec.engine.engine import _FileCheckpointIO
+
+    engine = Engine(_cfg(toy_manifest, tmp_path, "opts", "train.log_every_n_steps=7", "train.val_every_n_epochs=3"))
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    trainer = engine._trainer()
+    assert trainer.log_every_n_steps == 7 and trainer.check_val_every_n_epoch == 3
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.utils.deterministic.fill_uninitialized_memory is False  # the NaN fill is off
+    io = trainer.strategy.checkpoint_io
+    assert isinstance(io, _FileCheckpointIO)
+    target = tmp_path / "state" / "x.ckpt"
+    io.save_checkpoint({"w": torch.arange(3)}, target)
+    assert torch.equal(torch.load(target, weights_only=True)["w"], torch.arange(3))
+    assert [p.name for p in target.parent.iterdir()] == ["x.ckpt"]  # the temporary file was replaced
+
+
+def test_optimisers_are_fused_unless_switched_off(toy_manifest, tmp_path):
+    from visec.engine.module import make_optimizer
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    for name in ("adamw", "adam", "sgd"):
+        train = _cfg(toy_manifest, tmp_path, "o", f"train.optimizer={name}").train
+        assert make_optimizer(params, train).defaults["fused"] is True
+        off = train.model_copy(update={"fused_optimizer": False})
+        assert not make_optimizer(params, off).defaults.get("fused")
+
+
+def test_channels_last_puts_the_convolution_weights_in_nhwc(toy_manifest, tmp_path):
+    from visec.engine import build_module
+
+    def convs(*extra):
+        net = build_module(_cfg(toy_manifest, tmp_path, "cl", *extra)).net
+        return [m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+
+    assert convs() and not any(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                               for w in convs())
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs("train.channels_last=true"))
+
+
+def test_the_decode_check_fills_the_memory_cache(toy_manifest, tmp_path):
+    IMAGE_CACHE.clear()
+    cfg = _cfg(toy_manifest, tmp_path, "fill", "data.scan_cache=false")
+    ds = FaceDataModule(cfg.data, cfg.train).dataset("val")
+    assert IMAGE_CACHE.nbytes == len(ds) * 3 * cfg.data.image_size ** 2  # before any sample is read
+    ds[0]
+    assert (IMAGE_CACHE.hits, IMAGE_CACHE.misses) == (1, 0)
+    IMAGE_CACHE.clear()
+
+
+def test_an_unreadable_nir_twin_is_skipped_and_named(synth_small, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(synth_small.manifest.parent, root)
+    manifest = root / synth_small.manifest.name
+    cfg = _cfg(manifest, tmp_path, "nir", "data.modality=nir", "data.scan_cache=false")
+    dm = FaceDataModule(cfg.data, cfg.train)
+    test = dm.manifest.split("test").df
+    victim = test["nir"].iloc[0]
+    (root / victim).write_bytes(b"")
+    ds = dm.dataset("test")
+    assert len(ds) == len(test) - 1
+    assert dm.skipped["test"][0][0].endswith(victim)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -284,20 +284,22 @@ class FaceDataModule(SplitDataModule):
             df = self._holdout(part.df, split)
             if self.cfg.frames_per_video:
                 df = keep_frames_per_video(df, self.cfg.frames_per_video)
-            cache_mb = self.cfg.memory_cache_mb if self.cfg.num_workers == 0 else 0
-            corrupted = self.cfg.corruption is not None and split != self.cfg.train_split
+            train = split == self.cfg.train_split
+            corruption = None if train else self.cfg.corruption
+            # in-process loading of clean images only (workers would each hold a copy)
+            cache_mb = self.cfg.memory_cache_mb if self.cfg.num_workers == 0 and corruption is None else 0
             size = self.cfg.image_size
 
             def keep(path: Path, rgb: np.ndarray) -> None:  # decoded anyway: fill the memory cache
-                if cache_mb and not corrupted:
-                    IMAGE_CACHE.put(path, size, resize_rgb(rgb, size), cache_mb)
+                IMAGE_CACHE.put(path, size, resize_rgb(rgb, size), cache_mb)
 
             paths = [part.root / p for p in df["path"]]
             if self.cfg.modality != "vis":
                 paths += [part.root / p for p in df["nir"]]
             hashes = (list(df["sha256"].astype(str)) + [""] * (len(paths) - len(df))
                       if "sha256" in df else None)
-            report, _ = scan_images_cached(paths, hashes, use_cache=self.cfg.scan_cache, keep=keep)
+            report, _ = scan_images_cached(paths, hashes, use_cache=self.cfg.scan_cache,
+                                           keep=keep if cache_mb else None)
             info = SplitInfo(split, len(df), report.bad)
             if report.bad:
                 if self.cfg.on_bad_image == "error":
@@ -312,10 +314,8 @@ class FaceDataModule(SplitDataModule):
                 if len(df) == 0:
                     raise DataError(f"split '{split}': all {info.rows} image(s) are unreadable")
             self.info[split] = info
-            train = split == self.cfg.train_split
             self.splits[split] = FaceDataset(Manifest(df, part.root, part.source), self.cfg.image_size,
-                                             train=train, hflip=self.cfg.hflip,
-                                             corruption=None if train else self.cfg.corruption,
+                                             train=train, hflip=self.cfg.hflip, corruption=corruption,
                                              modality=self.cfg.modality, families=self.families,
                                              memory_cache_mb=cache_mb)
         return self.splits[split]

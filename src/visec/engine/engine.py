@@ -119,7 +119,7 @@ class SafetensorsCheckpoint(Callback):
         meta = {"config": self.cfg.to_dict(), "code": code_version(), "epoch": trainer.current_epoch,
                 "global_step": trainer.global_step, "selection": self.cfg.train.select_on,
                 "metrics": metrics,
-                "runtime": {**runtime_info(self.cfg.train.precision), "channels_last": self.cfg.train.channels_last},
+                "runtime": runtime_info(self.cfg.train),
                 "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         frame = ((getattr(module, "val_results", None) or {}).get("metrics") or {}).get("frame") or {}
         if "eer_threshold" in frame:  # a detector's decision threshold, for attacked tests
@@ -400,8 +400,7 @@ class Engine:
         """This test's threads, precision and layout, and those its checkpoint was trained with."""
         from visec.runtime import runtime_info
 
-        info = runtime_info(self.cfg.train.precision)
-        info["channels_last"] = self.cfg.train.channels_last
+        info = runtime_info(self.cfg.train)
         if meta.get("runtime"):
             info["fit"] = meta["runtime"]
         return info
