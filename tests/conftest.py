@@ -146,3 +146,12 @@ def gcscoop_e2e(captions_small, tmp_path_factory):
         return engine, engine.fit(), zero_shot
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def seq_small(tmp_path_factory):
+    """The embedded sequential faces, test-sized: 24 identities x (1 original + 3 forged) per subset
+    at 32 px (seconds, once per session)."""
+    from visec.data.synthetic.sequences import make_sequence_dataset
+
+    return make_sequence_dataset(tmp_path_factory.mktemp("seqsynth"), seed=0, identities=24, size=32)

@@ -109,21 +109,28 @@ def data_toy(out: Path = typer.Option(Path("data/toy"), "--out", help="Output fo
 
 @data_app.command("synth")
 def data_synth(out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default data/synth, "
-                                                  "data/captions for --kind captions, data/sketch for --kind sketch)."),
+                                                  "data/captions for --kind captions, data/sketch for --kind sketch, "
+                                                  "data/seqsynth for --kind sequences)."),
                kind: str = typer.Option("faces", "--kind", help="faces (forgery detection), captions "
-                                        "(captioned objects for CLIP pre-training and prompt learning) or sketch "
-                                        "(paired sketches and photos of 50 object categories for zero-shot SBIR)."),
+                                        "(captioned objects for CLIP pre-training and prompt learning), sketch "
+                                        "(paired sketches and photos of 50 object categories for zero-shot SBIR) or "
+                                        "sequences (faces edited by ordered sequences of 1-5 facial edits, "
+                                        "Seq-DeepFake labels, both subsets)."),
                seed: int = typer.Option(0, "--seed"),
-               identities: int = typer.Option(500, "--identities", help="DCGAN identities (each: a real and a fake video)."),
+               identities: Optional[int] = typer.Option(None, "--identities", help="DCGAN identities (default 500 "
+                                                        "for faces: each a real and a fake video; 300 for sequences: "
+                                                        "each an original and 3 edited faces per subset)."),
                frames: int = typer.Option(2, "--frames", help="Frames per video."),
                size: Optional[int] = typer.Option(None, "--size", help="Image side in pixels (default 64 for faces: "
-                                                  "the GAN faces are 64 px; 32 for captions; 64 for sketch)."),
+                                                  "the GAN faces are 64 px; 32 for captions; 64 for sketch and "
+                                                  "sequences)."),
                family: list[str] = typer.Option([], "--family", help="Manipulation family (repeatable; default all)."),
                force: bool = typer.Option(False, "--force", help="Regenerate even if cached."),
                ) -> None:
     """Generate an embedded dataset: GAN + public-domain faces with 3 manipulation families,
-    captioned procedural objects (24 categories) for prompt learning, or paired sketches and photos
-    (50 categories, 10 unseen) for zero-shot sketch-based image retrieval."""
+    captioned procedural objects (24 categories) for prompt learning, paired sketches and photos
+    (50 categories, 10 unseen) for zero-shot sketch-based image retrieval, or sequentially edited
+    GAN faces (ordered sequences of up to 5 component or attribute edits, with the originals)."""
     from rich.progress import Progress
 
     if kind == "captions":
@@ -142,13 +149,28 @@ def data_synth(out: Optional[Path] = typer.Option(None, "--out", help="Output fo
         console.print(f"{rep.images} images, {rep.seen} seen + {rep.unseen} unseen classes "
                       f"({'cached' if rep.cached else f'{rep.seconds:.1f} s'}) in {rep.root} (sha256 {rep.digest[:16]})")
         return
+    if kind == "sequences":
+        from visec.data.synthetic.sequences import make_sequence_dataset
+
+        with Progress(console=err_console, transient=True) as bar:
+            task = bar.add_task("editing faces", total=None)
+            rep = make_sequence_dataset(out or Path("data/seqsynth"), seed=seed,
+                                        identities=300 if identities is None else identities,
+                                        size=size or 64, force=force,
+                                        progress=lambda done, total: bar.update(task, completed=done, total=total))
+        console.print(f"{rep.images} images ({'cached' if rep.cached else f'{rep.seconds:.1f} s'})")
+        for sub, path in rep.manifests.items():
+            console.print(f"{sub}: {path} (sha256 {rep.digests[sub][:16]})")
+        return
     if kind != "faces":
-        raise ConfigError(f"--kind must be faces or captions or sketch (got {kind!r})")
+        raise ConfigError(f"--kind must be faces or captions or sketch or sequences (got {kind!r})")
     from visec.data.synthetic import FAMILIES, make_synth_dataset
 
     with Progress(console=err_console, transient=True) as bar:
         task = bar.add_task("generating faces", total=None)
-        report = make_synth_dataset(out or Path("data/synth"), seed=seed, identities=identities, frames=frames,
+        report = make_synth_dataset(out or Path("data/synth"), seed=seed,
+                                    identities=500 if identities is None else identities,
+                                    frames=frames,
                                     size=size or 64, families=tuple(family or FAMILIES), force=force,
                                     progress=lambda done, total: bar.update(task, completed=done, total=total))
     how = "cached" if report.cached else f"{report.seconds:.1f} s"
@@ -277,12 +299,21 @@ def detect_cmd(run: Path = typer.Argument(..., help="A trained face-forgery run 
                size: int = typer.Option(256, "--size", help="Crop size used by `visec preprocess`."),
                margin: float = typer.Option(0.3, "--margin", help="Crop margin used by `visec preprocess`."),
                as_json: bool = typer.Option(False, "--json", help="Print per-frame results as JSON lines."),
+               out: Optional[Path] = typer.Option(None, "--out", help="Sequential runs (MMNet): folder for the "
+                                                  "recovered faces (default RUN/recovered)."),
                ) -> None:
-    """Score images or videos in one call: faces are detected, aligned and scored per frame and per video."""
+    """Score images or videos in one call: faces are detected, aligned and scored per frame and per video.
+    A sequential run (MMNet, SeqFakeFormer) prints the predicted edits of each aligned face image in
+    order, and MMNet writes the recovered face."""
     from visec.engine import Engine
-    from visec.inference import detect
+    from visec.inference import detect, detect_sequence
 
     engine = Engine.from_run(run)
+    if engine.cfg.method == "mmnet":
+        for path in paths:
+            res = detect_sequence(engine, path, out=out)
+            print(json.dumps(res.to_dict())) if as_json else console.print(res.summary(), highlight=False)
+        return
     for path in paths:
         result = detect(engine, path, n_frames=frames, detector=detector, size=size, margin=margin)
         print(json.dumps(result.to_dict())) if as_json else console.print(result.summary(), highlight=False)

@@ -98,3 +98,70 @@ def detect(run: str | os.PathLike | Any, path: str | os.PathLike, *, n_frames: i
             for m, p in zip(meta[start:start + batch_size], probs.tolist()):
                 result.frames.append({**m, "prob": p})
     return result
+
+
+@dataclass
+class SequenceDetection:
+    """A sequential detector's answer for one face image: the predicted edits in order, and
+    (MMNet with recovery) where the recovered face was written."""
+
+    path: str
+    sequence: list[int]
+    names: list[str]
+    score: float
+    recovered: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "sequence": self.sequence, "edits": self.names, "log_prob": self.score,
+                "recovered": self.recovered}
+
+    def summary(self) -> str:
+        edits = " > ".join(self.names) if self.names else "no edit (original)"
+        return f"{self.path}: {edits} (log p {self.score:.2f})" + (
+            f"; recovered face: {self.recovered}" if self.recovered else "")
+
+
+def detect_sequence(run: str | os.PathLike | Any, path: str | os.PathLike, *, out: str | os.PathLike | None = None,
+                    checkpoint: str | os.PathLike | None = None) -> SequenceDetection:
+    """Predict the ordered edits of one aligned face image with a sequential run (MMNet or
+    SeqFakeFormer); with MMNet's recovery branch, write the recovered face to ``out`` (a folder,
+    default ``RUN/recovered``) as ``<name>.recovered.png``.
+
+    The image is taken as the face crop the model was trained on (Seq-DeepFake's images are aligned
+    faces), resized to ``data.image_size``."""
+    from PIL import Image
+
+    from visec.data.sequences import SUBSETS
+    from visec.engine import Engine
+    from visec.methods.mmnet.lightning_model import SequenceModule
+
+    engine = run if isinstance(run, Engine) else Engine.from_run(run)
+    module, _ = engine.load_module(checkpoint)
+    if not isinstance(module, SequenceModule):
+        raise VisecError(f"the run's method '{engine.cfg.method}' is not a sequential detector")
+    path = Path(path)
+    if media_of(path) != "image":
+        raise DataError(f"{path}: sequential detection takes face images, not videos")
+    module.eval()
+    x = to_tensor(load_rgb(path), engine.cfg.data.image_size)[None]
+    with torch.no_grad():
+        res = module.generate(x)
+    seq = [int(v) for v in res["sequence"][0].tolist()]
+    vocab = SUBSETS.get(module.params.subset, tuple(str(i) for i in range(1, 6)))
+    if engine.cfg.data.manifest is not None:  # a published subset: its names
+        from visec.data.sequences import read_sequence_manifest
+
+        df = read_sequence_manifest(engine.cfg.data.manifest).df
+        if "subset" in df and df["subset"].nunique() == 1:
+            vocab = SUBSETS.get(str(df["subset"].iloc[0]), vocab)
+    names = [vocab[v - 1] for v in seq if v]
+    written = None
+    if "recovered" in res:
+        folder = Path(out) if out is not None else engine.run_dir / "recovered"
+        if folder.exists() and not folder.is_dir():
+            raise DataError(f"{folder}: exists and is not a folder (--out names a folder)")
+        folder.mkdir(parents=True, exist_ok=True)
+        img = (res["recovered"][0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        written = str(folder / f"{path.stem}.recovered.png")
+        Image.fromarray(img).save(written)
+    return SequenceDetection(str(path), seq, names, float(res["score"][0]), written)

@@ -40,6 +40,8 @@ TINY: dict[str, tuple[str, ...]] = {
     "fedforgery": ("model.backbone=tiny_cnn", "model.weights=null", "model.width=8", "model.num_codes=16"),
     "adversarial_training": ANCRA_TINY,
     "ancra": ANCRA_TINY,
+    "mmnet": ("model.arch=tiny", "model.width=4", "model.d_model=16", "model.ffn=32", "model.recovery_width=8",
+              "model.identity_metric=false"),
     "sbka": ("model.teacher_weights=random", "model.seen=4", "model.timm={depths: [1,1,1,1], dims: [8,16,32,64]}"),
     "gcscoop": ("model.clip_weights=random", "model.tiny={embed_dim: 16, vision_width: 8, text_width: 16, "
                 "text_layers: 1, heads: 2, context_length: 16}"),
@@ -59,6 +61,12 @@ def batch_for(module: MethodModule, size: int = 32, n: int = 4) -> dict[str, tor
     if isinstance(module, BinaryDetector):
         label = torch.tensor([0.0, 1.0] * (n // 2))
         return {"image": x, "label": label, "family": torch.where(label > 0, 0, -1), "index": torch.arange(n)}
+    from visec.methods.mmnet import SequenceModule
+
+    if isinstance(module, SequenceModule):  # sequential detectors: edit sequences and originals
+        seq = torch.tensor([[0, 0, 0, 0, 0], [1, 2, 0, 0, 0], [3, 1, 4, 5, 2], [2, 0, 0, 0, 0]] * (n // 4 + 1))[:n]
+        return {"image": x, "original": x.flip(-1), "has_original": torch.ones(n, dtype=torch.bool),
+                "sequence": seq, "label": (seq > 0).any(1).float(), "index": torch.arange(n)}
     return {"image": x, "label": torch.arange(n) % 2, "index": torch.arange(n)}
 
 
@@ -202,6 +210,9 @@ def _tiny_data(name: str, request) -> list[str]:
     if family == "sketch-based retrieval":
         return [f"data.root={request.getfixturevalue('sketch_small')}", "model.seen=40", "data.image_size=32",
                 "train.limit_train_batches=2"]
+    if family == "sequential deepfake detection":
+        return [f"data.manifest={request.getfixturevalue('seq_small').manifests['facial_components']}",
+                "data.image_size=32", "train.limit_train_batches=2"]
     return [f"data.manifest={request.getfixturevalue('digits_or_synth')}", "data.image_size=32",
             "train.limit_train_batches=2"]
 

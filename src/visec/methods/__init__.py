@@ -8,3 +8,4 @@ from visec.methods import acmf  # noqa: F401
 from visec.methods import gcscoop  # noqa: F401
 from visec.methods import fedforgery  # noqa: F401
 from visec.methods import sbka  # noqa: F401
+from visec.methods import mmnet  # noqa: F401

@@ -17,6 +17,8 @@ name            layout
 ``dfd``         FF++-style ``actors`` / ``DeepFakeDetection`` folders, or flat ``DFD_*_sequences/``
 ``wilddeepfake`` ``{real,fake}_{train,test}/.../<sequence>/<frame>.png``
 ``generic``     ``real/**`` and ``fake/<manipulation>/**`` (optionally under ``train|val|test/``)
+``seqdeepfake`` ``<subset>/annotations/{train,val,test}.csv`` + ``<subset>/images/<split>/<sequence>/``
+                (Seq-DeepFake; ``sequence`` and ``original`` columns, option ``subset``)
 =============== ===================================================================================
 """
 
@@ -29,7 +31,7 @@ from typing import Any
 
 import pandas as pd
 
-from visec.data.builders import celebdf, dfd, ffpp, generic, wilddeepfake  # noqa: F401  (registers them)
+from visec.data.builders import celebdf, dfd, ffpp, generic, seqdeepfake, wilddeepfake  # noqa: F401  (registers them)
 from visec.data.manifest import write_manifest
 from visec.registry import DATASETS
 from visec.utils import json_safe
@@ -43,8 +45,12 @@ def report_path(manifest: str | os.PathLike) -> Path:
     return manifest.with_name(manifest.stem + ".report.json")
 
 
+PATH_COLUMNS = ("path", "original")  # columns holding paths relative to the manifest folder
+
+
 def rebase_paths(df: pd.DataFrame, root: str | os.PathLike, folder: str | os.PathLike) -> pd.DataFrame:
-    """Rewrite ``df['path']`` from relative-to-``root`` to relative-to-``folder`` (POSIX, may use ``..``).
+    """Rewrite ``df['path']`` (and ``df['original']`` where set) from relative-to-``root`` to
+    relative-to-``folder`` (POSIX, may use ``..``).
 
     Both folders are resolved (symlinks followed) because :func:`~visec.data.manifest.read_manifest`
     resolves the manifest's folder before joining, so ``..`` steps land where they should.
@@ -53,7 +59,10 @@ def rebase_paths(df: pd.DataFrame, root: str | os.PathLike, folder: str | os.Pat
     if src == dst:
         return df
     df = df.copy()
-    df["path"] = [Path(os.path.relpath(src / p, dst)).as_posix() for p in df["path"]]
+    for col in PATH_COLUMNS:
+        if col in df.columns:
+            df[col] = [Path(os.path.relpath(src / p, dst)).as_posix() if isinstance(p, str) and p else p
+                       for p in df[col]]
     return df
 
 
@@ -78,6 +87,7 @@ def _report(name: str, root: Path, out: Path, df: pd.DataFrame, options: dict[st
         "skipped": [{"path": p, "reason": r} for p, r in skipped],
         "missing_count": len(missing),
         "missing": [{"path": p, "reason": r} for p, r in missing],
+        "notes": list(df.attrs.get("notes", [])),
     }
 
 
