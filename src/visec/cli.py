@@ -84,7 +84,7 @@ def data_build(dataset: str = typer.Argument(..., help="Layout name (see `visec 
                out: Optional[Path] = typer.Option(None, "--out", help="Manifest path (default ROOT/manifest.jsonl)."),
                option: list[str] = typer.Option([], "--option", "-o", help="Builder option key=value (repeatable)."),
                ) -> None:
-    """Write a manifest from a published dataset layout (FF++, Celeb-DF, DFD, WildDeepfake, generic)."""
+    """Write a manifest from a published dataset layout (FF++, Celeb-DF, DFD, WildDeepfake, Seq-DeepFake, generic)."""
     from visec.config import parse_overrides
     from visec.data.builders import build_manifest
     from visec.data.manifest import read_manifest
@@ -437,13 +437,15 @@ HEADLINE = ("method", "test_data", "protocol", "seed", "selection", "frame/auc",
             "video/auc", "video/eer", "video/acc", "trace/top1_accuracy", "trace/false_identification_rate",
             "trace/rejection_rate", "trace/mean_attributes_used", "trace/mean_final_entropy",
             "robust/clean_acc", "robust/fgsm_acc", "robust/pgd20_acc", "robust/worst_case_acc", "classify/acc",
-            "base2new/base_acc", "base2new/new_acc", "base2new/hm")
+            "base2new/base_acc", "base2new/new_acc", "base2new/hm", "sequence/fixed_acc", "sequence/adaptive_acc",
+            "sequence/csm", "recovery/psnr_recovered", "recovery/psnr_forged")
 
 
 SHORT_HEADERS = {"trace/top1_accuracy": "top1_acc", "trace/false_identification_rate": "false_id_rate",
                  "trace/rejection_rate": "reject_rate", "base2new/base_acc": "base", "base2new/new_acc": "new",
                  "base2new/hm": "H", "trace/mean_attributes_used": "attrs_used",
-                 "trace/mean_final_entropy": "final_bits"}
+                 "trace/mean_final_entropy": "final_bits", "sequence/fixed_acc": "fixed", "sequence/adaptive_acc": "adaptive",
+                 "sequence/csm": "csm", "recovery/psnr_recovered": "psnr_rec", "recovery/psnr_forged": "psnr_forged"}
 
 
 def _short(text: str) -> str:

@@ -158,3 +158,21 @@ def test_bench_cli_trains_both_models_on_both_subsets(seq_small, tmp_path, one_t
     assert len(list((tmp_path / "cards").glob("*.card.json"))) == 4
     html = (tmp_path / "report.html").read_text()
     assert "confusion per decoding step" in html and "recovered" in html and html.count("<img") >= 7
+
+
+@pytest.mark.slow
+def test_an_unreadable_test_image_is_skipped_named_and_counted(tiny_run, seq_small, tmp_path):
+    import shutil
+
+    from visec.data.sequences import read_sequence_manifest
+
+    src = seq_small.manifests["facial_components"].parent
+    shutil.copytree(src, tmp_path / "copy")
+    m = read_sequence_manifest(tmp_path / "copy" / "manifest.jsonl")
+    victim = m.df.loc[(m.df["split"] == "test") & (m.df["label"] == 1), "path"].iloc[0]
+    (tmp_path / "copy" / victim).write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    card = tiny_run.test(manifest=tmp_path / "copy" / "manifest.jsonl")
+    skipped = card.extra["skipped"]["test"]
+    assert len(skipped) == 1 and skipped[0][0].endswith(victim)
+    assert any("1 unreadable image(s) skipped" in n for n in card.notes)
+    assert card.metrics["sequence"]["n"] == int((m.df["split"] == "test").sum()) - 1
