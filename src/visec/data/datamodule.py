@@ -225,6 +225,17 @@ class SplitDataModule(L.LightningDataModule, ABC):
             return self.cfg.val_split
         return None
 
+    def bad_images(self, report: Any, split: str) -> set[Path]:
+        """The unreadable images a split's decode check found: the first one stops the run with
+        ``data.on_bad_image=error``; else they are returned, to be skipped and reported."""
+        if not report.bad:
+            return set()
+        if self.cfg.on_bad_image == "error":
+            path, reason = report.bad[0]
+            raise DataError(f"{path}: {reason} ({len(report.bad)} unreadable image(s) in "
+                            f"split '{split}'; set data.on_bad_image=skip to skip and report them)")
+        return {Path(p) for p, _ in report.bad}
+
     def _loader(self, split: str, train: bool) -> DataLoader:
         ds = self.dataset(split)
         bs = self.cfg.batch_size if train else (self.cfg.eval_batch_size or self.cfg.batch_size)
@@ -301,12 +312,8 @@ class FaceDataModule(SplitDataModule):
             report, _ = scan_images_cached(paths, hashes, use_cache=self.cfg.scan_cache,
                                            keep=keep if cache_mb else None)
             info = SplitInfo(split, len(df), report.bad)
-            if report.bad:
-                if self.cfg.on_bad_image == "error":
-                    path, reason = report.bad[0]
-                    raise DataError(f"{path}: {reason} ({len(report.bad)} unreadable image(s) in "
-                                    f"split '{split}'; set data.on_bad_image=skip to skip and report them)")
-                bad = {Path(p) for p, _ in report.bad}
+            bad = self.bad_images(report, split)
+            if bad:
                 ok = [part.root / p not in bad for p in df["path"]]
                 if self.cfg.modality != "vis":
                     ok = [a and part.root / n not in bad for a, n in zip(ok, df["nir"])]

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from visec.config import DataConfig, TrainConfig
 from visec.data.datamodule import IMAGE_CACHE, SplitDataModule, SplitInfo, _as_float, resize_rgb
 from visec.engine.method import Method
-from visec.engine.module import MethodModule, make_optimizer
+from visec.engine.module import MethodModule
 from visec.errors import ConfigError, DataError, ManifestError
 from visec.methods.mmnet.torch_model import (MMNet, PAD, Pyramid, SeqFakeFormer, encode, reverse_sequence)
 from visec.registry import METHODS
@@ -163,12 +163,8 @@ class SequenceDataModule(SplitDataModule):
             origs = ([m.root / p for p in df["original"] if isinstance(p, str)] if "original" in df else [])
             report, _ = scan_images_cached(paths + sorted(set(origs) - set(paths)), use_cache=self.cfg.scan_cache)
             info = SplitInfo(split, len(df), report.bad)
-            if report.bad:
-                if self.cfg.on_bad_image == "error":
-                    path, reason = report.bad[0]
-                    raise DataError(f"{path}: {reason} ({len(report.bad)} unreadable image(s) in split '{split}'; "
-                                    f"set data.on_bad_image=skip to skip and report them)")
-                bad = {Path(p) for p, _ in report.bad}
+            bad = self.bad_images(report, split)
+            if bad:
                 ok = [m.root / p not in bad and not (isinstance(o, str) and m.root / o in bad)
                       for p, o in zip(df["path"], df["original"] if "original" in df else [None] * len(df))]
                 df = df[ok]
