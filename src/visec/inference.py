@@ -121,6 +121,20 @@ class SequenceDetection:
             f"; recovered face: {self.recovered}" if self.recovered else "")
 
 
+def edit_vocabulary(engine: Any) -> tuple[str, ...]:
+    """The names of edit ids 1..5 of a sequential run: its manifest's subset, else ``model.subset``."""
+    from visec.data.sequences import SUBSETS
+
+    subset = engine.cfg.method_params().subset
+    if engine.cfg.data.manifest is not None and Path(engine.cfg.data.manifest).is_file():
+        from visec.data.sequences import read_sequence_manifest
+
+        df = read_sequence_manifest(engine.cfg.data.manifest, check_files=False).df
+        if "subset" in df and df["subset"].nunique() == 1:
+            subset = str(df["subset"].iloc[0])
+    return SUBSETS.get(subset, tuple(str(i) for i in range(1, 6)))
+
+
 def detect_sequence(run: str | os.PathLike | Any, path: str | os.PathLike, *, out: str | os.PathLike | None = None,
                     checkpoint: str | os.PathLike | None = None) -> SequenceDetection:
     """Predict the ordered edits of one aligned face image with a sequential run (MMNet or
@@ -131,7 +145,6 @@ def detect_sequence(run: str | os.PathLike | Any, path: str | os.PathLike, *, ou
     faces), resized to ``data.image_size``."""
     from PIL import Image
 
-    from visec.data.sequences import SUBSETS
     from visec.engine import Engine
     from visec.methods.mmnet.lightning_model import SequenceModule
 
@@ -147,13 +160,7 @@ def detect_sequence(run: str | os.PathLike | Any, path: str | os.PathLike, *, ou
     with torch.no_grad():
         res = module.generate(x)
     seq = [int(v) for v in res["sequence"][0].tolist()]
-    vocab = SUBSETS.get(module.params.subset, tuple(str(i) for i in range(1, 6)))
-    if engine.cfg.data.manifest is not None:  # a published subset: its names
-        from visec.data.sequences import read_sequence_manifest
-
-        df = read_sequence_manifest(engine.cfg.data.manifest).df
-        if "subset" in df and df["subset"].nunique() == 1:
-            vocab = SUBSETS.get(str(df["subset"].iloc[0]), vocab)
+    vocab = edit_vocabulary(engine)
     names = [vocab[v - 1] for v in seq if v]
     written = None
     if "recovered" in res:

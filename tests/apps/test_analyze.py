@@ -202,3 +202,33 @@ def test_auto_mode_takes_small_square_images_as_crops(analyzer, media, tmp_path)
     assert big.faces_mode == "detect" and not any("taken as an aligned" in n for n in big.notes)
     with pytest.raises(VisecError, match="faces must be one of"):
         Analyzer(analyzer.detectors, faces="guess")
+
+
+@pytest.mark.slow
+def test_a_sequential_run_answers_the_edit_sequence_and_the_recovered_face(tiny_runs, seq_small, tmp_path):
+    """With an MMNet run beside the detectors, the analysis of a face gives its edits in order and the
+    recovered face (JSON and page); the detectors' verdicts are unchanged by it."""
+    import base64
+
+    from visec.apps.analysis_html import render_page
+    from visec.config import load_config
+    from visec.data.sequences import SUBSETS, read_sequence_manifest
+    from visec.engine import Engine
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_runs / "tiny", runs / "tiny")
+    manifest = seq_small.manifests["facial_components"]
+    Engine(load_config("mmnet", ["model.arch=tiny", "model.width=4", "model.d_model=16", "model.ffn=32",
+                                 "model.recovery_width=8", "model.identity_metric=false", "data.image_size=32",
+                                 f"data.manifest={manifest}", "train.max_epochs=1", f"output_dir={runs}",
+                                 "name=mmnet"])).fit()
+    m = read_sequence_manifest(manifest)
+    face = m.root / m.df.loc[m.df["label"] == 1, "path"].iloc[0]
+    plain = Analyzer.from_runs(tiny_runs, faces="whole", maps=False).analyze(face)
+    a = Analyzer.from_runs(runs, faces="whole", maps=False).analyze(face)
+    assert plain.sequence is None and any("no sequential-deepfake run" in n for n in plain.notes)
+    assert a.sequence is not None and a.sequence.detector.startswith("mmnet")
+    assert set(a.sequence.edits) <= set(SUBSETS["facial_components"]) and len(a.sequence.edits) <= 5
+    assert base64.b64decode(a.sequence.recovered_png)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [v.prob for v in a.detector_verdicts] == [v.prob for v in plain.detector_verdicts]
+    assert "Edit sequence" in render_page(a) and "recovered face" in render_page(a)

@@ -54,7 +54,8 @@ _BODY = """
 {% for t in a.tracks %}<tr><td>{{ t.track }}</td><td>{{ t.frames | length }}</td>{% for v in a.detector_verdicts %}<td>{{ "%.3f" | format(t.probs[v.detector]) }}</td>{% endfor %}</tr>{% endfor %}</tbody></table>{% endif %}
 {% if a.frames_without_face %}<p class="meta">frames without a face: {{ a.frames_without_face | join(", ") }}</p>{% endif %}
 {% if a.frames_unreadable %}<p class="meta">frames that did not decode: {{ a.frames_unreadable | join(", ") }}</p>{% endif %}
-{% if a.sequence %}<h2>Edit sequence</h2><p>{{ a.sequence.edits | join(" &rarr; ") }}</p>{% endif %}
+{% if a.sequence %}<h2>Edit sequence</h2><p>{{ (a.sequence.edits | join(" &rarr; ")) if a.sequence.edits else "no edit (original)" }} <span class="meta">({{ a.sequence.detector }}, on the main face)</span></p>
+{% if a.sequence.recovered_png %}<figure><img alt="recovered face" src="data:image/png;base64,{{ a.sequence.recovered_png }}"><figcaption>recovered face</figcaption></figure>{% endif %}{% endif %}
 {% for n in a.notes %}<p class="note">{{ n }}</p>{% endfor %}
 </div>
 """

@@ -37,8 +37,10 @@ What one analysis does:
 Leave-one-manipulation-out runs (``data.holdout`` set) saw fewer manipulations than their
 intra-dataset twins; they are left out unless ``all_runs=True`` and the notes count them. Runs of
 other families (adversarial training, identity tracing, prompt learning) are not detectors and are
-named in the notes. When no sequential-deepfake run is present, the analysis says that edit
-sequences and face recovery are not part of it.
+named in the notes. A sequential-deepfake run (MMNet, SeqFakeFormer) found under the runs folder
+answers ``sequence`` for the main face (the first track's key frame): the edits in order and, with
+MMNet's recovery branch, the recovered face; without one, the notes say that edit sequences and
+face recovery are not part of the analysis.
 """
 
 from __future__ import annotations
@@ -268,6 +270,14 @@ class LoadedDetector:
     module: Any  # BinaryDetector in eval mode
 
 
+@dataclass
+class LoadedSequential:
+    name: str
+    module: Any  # a visec.methods.mmnet SequenceModule
+    image_size: int
+    vocabulary: tuple[str, ...]
+
+
 def _run_dirs(root: Path) -> list[Path]:
     from visec.engine.engine import BEST, CONFIG_FILE
 
@@ -349,7 +359,7 @@ def load_detectors(runs: str | os.PathLike, *, all_runs: bool = False, size: int
             continue
         cfg = engine.cfg
         family = getattr(method_of(cfg.method), "family", "")
-        if family == "sequential":
+        if family == "sequential deepfake detection":
             sequential.append(run)
             continue
         if cfg.data.holdout and not all_runs:
@@ -389,9 +399,32 @@ def load_detectors(runs: str | os.PathLike, *, all_runs: bool = False, size: int
     if not sequential:
         notes.append("no sequential-deepfake run found: edit sequences and face recovery are not part of "
                      "this analysis")
-    else:
-        notes.append(f"{len(sequential)} sequential-deepfake run(s) found; this visec version does not "
-                     f"analyse them yet")
+    return found, notes
+
+
+def load_sequential(runs: str | os.PathLike) -> tuple[list[LoadedSequential], list[str]]:
+    """The sequential-deepfake runs (MMNet, SeqFakeFormer) under ``runs``; the first one found answers
+    the analysis' ``sequence`` (the edits in order, and MMNet's recovered face)."""
+    from visec.engine import Engine
+    from visec.engine.engine import card_name
+    from visec.engine.method import method_of
+    from visec.inference import edit_vocabulary
+
+    root = Path(runs)
+    found, notes = [], []
+    for run in _run_dirs(root) if root.exists() else []:
+        try:
+            engine = Engine.from_run(run)
+            if getattr(method_of(engine.cfg.method), "family", "") != "sequential deepfake detection":
+                continue
+            module, _ = engine.load_module()
+        except VisecError as exc:
+            notes.append(f"unreadable sequential run {run}: {exc}")
+            continue
+        found.append(LoadedSequential(f"{card_name(engine.cfg)} ({run.relative_to(root) if run != root else run.name})",
+                                      module.eval(), int(engine.cfg.data.image_size), edit_vocabulary(engine)))
+    if len(found) > 1:
+        notes.append(f"{len(found)} sequential-deepfake runs found; the edit sequence is {found[0].name}'s")
     return found, notes
 
 
@@ -402,7 +435,8 @@ class Analyzer:
 
     def __init__(self, detectors: list[LoadedDetector], notes: list[str] | None = None, *,
                  face_detector: str = "mtcnn", faces: Literal["auto", "detect", "whole"] = "auto",
-                 frames: int = 16, max_pixels: int = DEFAULT_MAX_PIXELS, maps: bool = True) -> None:
+                 frames: int = 16, max_pixels: int = DEFAULT_MAX_PIXELS, maps: bool = True,
+                 sequential: list[LoadedSequential] | None = None) -> None:
         if not detectors:
             raise VisecError("no trained face-forgery detector found" + (f" ({'; '.join(notes)})" if notes else "")
                              + "; train one with `make demo` or `visec train`")
@@ -416,6 +450,7 @@ class Analyzer:
         self.frames = int(frames)
         self.max_pixels = int(max_pixels)
         self.maps = maps
+        self.sequential = list(sequential or [])
         self._face_detector_name = face_detector
         self._face_detector = None
         self._model_lock = threading.Lock()
@@ -427,7 +462,8 @@ class Analyzer:
     def from_runs(cls, runs: str | os.PathLike, *, all_runs: bool = False, size: int = 256,
                   margin: float = 0.3, **kw: Any) -> "Analyzer":
         detectors, notes = load_detectors(runs, all_runs=all_runs, size=size, margin=margin)
-        return cls(detectors, notes, **kw)
+        sequential, more = load_sequential(runs)
+        return cls(detectors, notes + more, sequential=sequential, **kw)
 
     def _get_face_detector(self):
         if self._face_detector is None:
@@ -579,6 +615,17 @@ class Analyzer:
                             overlay(_resize(crops[det.info.name], MAP_SIZE), sal[0].detach().float().cpu().numpy()))
                     evidence.append(Evidence(track=tr.track, frame_index=tr.key_frame, face_png=_png(face),
                                              maps_png=maps))
+        sequence = None
+        if self.sequential and tracks:  # the edits of the main face (the first track's key frame)
+            seq_run, tr = self.sequential[0], tracks[0]
+            crop = next(iter(crops_for_maps[(tr.key_frame, tr.track)].values()))
+            with self._model_lock, torch.no_grad():
+                res = seq_run.module.generate(to_tensor(crop, seq_run.image_size)[None])
+            rec = res.get("recovered")
+            sequence = Sequence(detector=seq_run.name,
+                                edits=[seq_run.vocabulary[int(v) - 1] for v in res["sequence"][0].tolist() if v],
+                                recovered_png=None if rec is None else _png(
+                                    (rec[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)))
         if without:
             notes.append(f"{len(without)} of {len(frames)} sampled frame(s) without a face")
         if unreadable:
@@ -594,7 +641,7 @@ class Analyzer:
                         input=info, faces_mode=mode, detectors=[d.info for d in self.detectors],
                         faces=faces_out, frames_without_face=without, frames_unreadable=unreadable,
                         tracks=tracks, detector_verdicts=verdicts, ensemble=ensemble, evidence=evidence,
-                        seconds=round(time.perf_counter() - start, 3), notes=notes)
+                        sequence=sequence, seconds=round(time.perf_counter() - start, 3), notes=notes)
 
 
 def _resize(rgb: np.ndarray, size: int) -> np.ndarray:
