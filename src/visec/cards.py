@@ -19,8 +19,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from visec.errors import VisecError
-from visec.utils import json_safe
+from visec.utils import json_safe, parse_json, short_repr
 
 CARD_VERSION = 1
 CARD_SUFFIX = ".card.json"
@@ -87,18 +89,52 @@ class ResultCard:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ResultCard":
+        """Read a card file, checked against :class:`CardFile` (one-line errors naming the file and field)."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise VisecError(f"cannot read result card {path}: {exc}") from None
-        if data.get("card_version") != CARD_VERSION:
-            raise VisecError(f"{path}: unsupported card_version {data.get('card_version')!r}")
-        known = set(cls.__dataclass_fields__)
-        unknown = set(data) - known
+            data = parse_json(path.read_bytes())
+        except OSError as exc:
+            raise VisecError(f"cannot read result card {path}: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise VisecError(f"result card {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise VisecError(f"result card {path}: expected a JSON object, got {type(data).__name__}")
+        version = data.get("card_version")
+        if type(version) is not int or version != CARD_VERSION:
+            raise VisecError(f"{path}: unsupported card_version {short_repr(version)}")
+        unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
-            raise VisecError(f"{path}: unknown card field(s) {', '.join(sorted(unknown))}")
+            raise VisecError(f"{path}: unknown card field(s) {short_repr(sorted(unknown), 120)}")
+        try:
+            CardFile.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p)[:60] for p in err["loc"])
+            what = "is missing" if err["type"] == "missing" else f"{err['msg']} (got {short_repr(err.get('input'))})"
+            raise VisecError(f"result card {path}: field '{field}': {what}") from None
         return cls(**data)
+
+
+class CardFile(BaseModel):
+    """The schema of a card file (the fields of :class:`ResultCard`), strictly typed."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    method: str
+    train_data: str
+    test_data: str
+    protocol: str
+    seed: int
+    metrics: dict[str, Any]
+    config: dict[str, Any] = {}
+    timings: dict[str, float | None] = {}
+    selection: str = "val"
+    notes: list[str] = []
+    extra: dict[str, Any] = {}
+    code: dict[str, Any] = {}
+    runtime: dict[str, Any] = {}
+    created: str = ""
+    card_version: int
 
 
 def find_cards(paths: Iterable[str | os.PathLike]) -> list[Path]:

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from visec.errors import CheckpointError
+from visec.utils import parse_json, short_repr
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
@@ -40,15 +42,46 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: Mapping[str
     return path
 
 
+class Sidecar(BaseModel):
+    """The schema of a checkpoint's JSON sidecar: the fields visec reads back, strictly typed
+    (``null`` where a writer had no value); other fields (a pre-training's settings...) pass."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    config: dict[str, Any] | None = None
+    code: dict[str, Any] | None = None
+    epoch: int | None = Field(None, ge=0)
+    global_step: int | None = Field(None, ge=0)
+    selection: str | None = None
+    metrics: dict[str, float | None] | None = None
+    runtime: dict[str, Any] | None = None
+    saved: str | None = None
+    val_eer_threshold: float | None = None
+
+
 def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
+    """The sidecar of the weights at ``path`` as a dict, checked against :class:`Sidecar`."""
     side = sidecar_path(path)
     if not side.is_file():
         raise CheckpointError(f"{path}: no sidecar {side.name} beside the weights (config and "
                               f"metrics are read from it)")
     try:
-        return json.loads(side.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{side}: not valid JSON ({exc.msg})") from None
+        data = parse_json(side.read_bytes())
+    except ValueError as exc:
+        raise CheckpointError(f"{side}: {exc}") from None
+    except OSError as exc:
+        raise CheckpointError(f"{side}: cannot read ({exc.strerror or exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{side}: expected a JSON object (the checkpoint's metadata), got "
+                              f"{type(data).__name__}")
+    try:
+        Sidecar.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p)[:60] for p in err["loc"])
+        raise CheckpointError(f"{side}: field '{field}': {err['msg']} (got "
+                              f"{short_repr(err.get('input'))})") from None
+    return data
 
 
 def load_state_dict_file(path: str | os.PathLike, what: str = "weights") -> dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from visec.errors import ConfigError, VisecError
+from visec.options import CROP_SIZE, FRAMES, MARGIN, SEED
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="visec: train, evaluate, compare and attack visual-security methods.")
@@ -86,7 +87,7 @@ def data_build(dataset: str = typer.Argument(..., help="Layout name (see `visec 
                ) -> None:
     """Write a manifest from a published dataset layout (FF++, Celeb-DF, DFD, WildDeepfake, Seq-DeepFake, generic)."""
     from visec.config import parse_overrides
-    from visec.data.builders import build_manifest
+    from visec.data.builders import build_manifest, report_path
     from visec.data.manifest import read_manifest
 
     with err_console.status(f"building the {dataset} manifest (walking and hashing files) ..."):
@@ -94,14 +95,19 @@ def data_build(dataset: str = typer.Argument(..., help="Layout name (see `visec 
     m = read_manifest(path, check_files=False)
     console.print(m.counts())
     console.print(f"manifest: {path} ({len(m)} rows)")
+    for warning in json.loads(report_path(path).read_text(encoding="utf-8")).get("warnings", []):
+        err_console.print(f"[yellow]warning: {escape(warning)}[/yellow]", highlight=False, soft_wrap=True)
 
 
 @data_app.command("toy")
 def data_toy(out: Path = typer.Option(Path("data/toy"), "--out", help="Output folder."),
-             seed: int = typer.Option(0, "--seed"),
-             size: int = typer.Option(32, "--size", help="Image side in pixels.")) -> None:
+             seed: int = typer.Option(0, "--seed", **SEED),
+             size: int = typer.Option(32, "--size", min=8, max=1024, help="Image side in pixels.")) -> None:
     """Generate the tiny offline real-vs-spliced face set (LFW crops shipped with scikit-image)."""
     from visec.data.toy import make_toy_dataset
+    from visec.paths import output_folder
+
+    output_folder(out)
 
     path = make_toy_dataset(out, seed=seed, size=size)
     console.print(f"manifest: {path}")
@@ -116,12 +122,14 @@ def data_synth(out: Optional[Path] = typer.Option(None, "--out", help="Output fo
                                         "(paired sketches and photos of 50 object categories for zero-shot SBIR) or "
                                         "sequences (faces edited by ordered sequences of 1-5 facial edits, "
                                         "Seq-DeepFake labels, both subsets)."),
-               seed: int = typer.Option(0, "--seed"),
-               identities: Optional[int] = typer.Option(None, "--identities", help="DCGAN identities (default 500 "
+               seed: int = typer.Option(0, "--seed", **SEED),
+               identities: Optional[int] = typer.Option(None, "--identities", min=1, max=1_000_000,
+                                                        help="DCGAN identities (default 500 "
                                                         "for faces: each a real and a fake video; 300 for sequences: "
                                                         "each an original and 3 edited faces per subset)."),
-               frames: int = typer.Option(2, "--frames", help="Frames per video."),
-               size: Optional[int] = typer.Option(None, "--size", help="Image side in pixels (default 64 for faces: "
+               frames: int = typer.Option(2, "--frames", min=1, max=1000, help="Frames per video."),
+               size: Optional[int] = typer.Option(None, "--size", min=16, max=1024,
+                                                  help="Image side in pixels (default 64 for faces: "
                                                   "the GAN faces are 64 px; 32 for captions; 64 for sketch and "
                                                   "sequences)."),
                family: list[str] = typer.Option([], "--family", help="Manipulation family (repeatable; default all)."),
@@ -133,6 +141,10 @@ def data_synth(out: Optional[Path] = typer.Option(None, "--out", help="Output fo
     GAN faces (ordered sequences of up to 5 component or attribute edits, with the originals)."""
     from rich.progress import Progress
 
+    from visec.paths import output_folder
+
+    if out is not None:
+        output_folder(out)
     if kind == "captions":
         from visec.data.synthetic.captions import make_caption_dataset
 
@@ -192,23 +204,26 @@ def data_show(manifest: Path = typer.Argument(..., help="A manifest.jsonl (or it
 @app.command("preprocess")
 def preprocess_cmd(manifest: Path = typer.Argument(..., help="Manifest of videos (or images)."),
                    out: Path = typer.Option(..., "--out", help="Folder for face crops and the new manifest."),
-                   frames: int = typer.Option(32, "--frames", help="Evenly spaced frames per video."),
+                   frames: int = typer.Option(32, "--frames", **FRAMES, help="Evenly spaced frames per video."),
                    detector: str = typer.Option("mtcnn", "--detector", help="mtcnn, dlib or haar."),
-                   size: int = typer.Option(256, "--size", help="Crop side in pixels."),
-                   margin: float = typer.Option(0.3, "--margin", help="Context around the aligned face."),
-                   workers: int = typer.Option(1, "--workers", help="Parallel processes over videos."),
+                   size: int = typer.Option(256, "--size", **CROP_SIZE, help="Crop side in pixels."),
+                   margin: float = typer.Option(0.3, "--margin", **MARGIN, help="Context around the aligned face."),
+                   workers: int = typer.Option(1, "--workers", min=1, max=256, help="Parallel processes over videos."),
                    ) -> None:
     """Videos -> evenly spaced frames -> detect, align, crop -> PNGs + manifest (resumable)."""
     from rich.progress import Progress
 
+    from visec.paths import output_folder
     from visec.preprocess import preprocess
+
+    output_folder(out)
 
     with Progress(console=err_console, transient=False) as bar:
         task = bar.add_task("preprocess", total=None)
         report = preprocess(manifest, out, n_frames=frames, detector=detector, size=size, margin=margin,
                             workers=workers, progress=lambda done, total: bar.update(task, completed=done,
                                                                                     total=total))
-    console.print(report.summary() if hasattr(report, "summary") else report)
+    console.print(escape(report.summary()), highlight=False, soft_wrap=True)
 
 
 # -- train / test / predict --------------------------------------------------------------------------
@@ -220,12 +235,21 @@ def train_cmd(config: Optional[str] = typer.Argument(None, help="Method name, me
               devices: Optional[str] = typer.Option(None, "--devices", help="Devices per node (int or 'auto')."),
               num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="Nodes for DDP."),
               test_after: bool = typer.Option(True, "--test/--no-test", help="Evaluate the selected checkpoint on the test split."),
+              verify: bool = typer.Option(False, "--verify", help="First check every file of the manifest "
+                                          "against its recorded sha256; refuse to train on files that differ."),
               ) -> None:
     """Train a method; selects on the validation split and (by default) tests the selected model."""
     from visec.config import load_config
     from visec.engine import Engine
 
     ov = list(overrides or [])
+    if resume is not None and config is not None:
+        # with --resume the config is the run's own: a `key=value` in the config's place is an
+        # override (typer takes the first positional as the config), anything else is refused
+        if "=" not in config:
+            raise ConfigError(f"--resume continues {resume} with its saved config; '{config}' is not a "
+                              f"key=value override (give overrides only, e.g. train.max_epochs=5)")
+        ov.insert(0, config)
     if devices is not None:
         ov.append(f"train.devices={devices}")
     if num_nodes is not None:
@@ -238,6 +262,8 @@ def train_cmd(config: Optional[str] = typer.Argument(None, help="Method name, me
         if config is None:
             raise VisecError("give a config (e.g. `visec train classifier data.manifest=...`) or --resume RUN_DIR")
         engine = Engine(load_config(config, ov), progress=True)
+    if verify:
+        _verify(engine.cfg.data.manifest)
     result = engine.fit(resume=resume is not None)
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -268,11 +294,15 @@ def test_cmd(run: Path = typer.Argument(..., help="A run folder (uses its best c
                  None, "--attack", help="Attack the test faces (forgery detectors): NAME[,key=value...], NAME in "
                  "pgd, fgsm, apgd_ce, square, transfer; keys eps (8/255), norm (linf/l2), steps, alpha, n_queries, "
                  "direction (evade: fakes -> real, default; frame: reals -> fake), source (transfer's surrogate run)."),
+             verify: bool = typer.Option(False, "--verify", help="First check every file of the manifest "
+                                         "against its recorded sha256; refuse to test on files that differ."),
              ) -> None:
     """Evaluate a trained run and write a result card (frame + video AUC/EER/AP/ACC with CIs)."""
     from visec.engine import Engine
 
     engine = Engine.from_run(run, list(override), progress=False)
+    if verify:
+        _verify(data or engine.cfg.data.manifest)
     card = engine.test(checkpoint, data, protocol, split, corruption, attack=attack)
     _print_card(card)
 
@@ -284,20 +314,23 @@ def predict_cmd(run: Path = typer.Argument(..., help="A run folder."),
                 checkpoint: Optional[Path] = typer.Option(None, "--checkpoint")) -> None:
     """Score every image of a manifest; writes path, video_id, label, prob (of fake)."""
     from visec.engine import Engine
+    from visec.paths import output_file
 
+    output_file(out)
     df = Engine.from_run(run).predict(data, checkpoint)
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
     console.print(f"{len(df)} predictions -> {out}")
+    _print_skipped(df.attrs.get("skipped", {}))
 
 
 @app.command("detect")
 def detect_cmd(run: Path = typer.Argument(..., help="A trained face-forgery run folder."),
                paths: list[Path] = typer.Argument(..., help="Images and/or videos to score."),
-               frames: int = typer.Option(32, "--frames", help="Evenly spaced frames per video."),
+               frames: int = typer.Option(32, "--frames", **FRAMES, help="Evenly spaced frames per video."),
                detector: str = typer.Option("mtcnn", "--detector", help="mtcnn, dlib or haar."),
-               size: int = typer.Option(256, "--size", help="Crop size used by `visec preprocess`."),
-               margin: float = typer.Option(0.3, "--margin", help="Crop margin used by `visec preprocess`."),
+               size: int = typer.Option(256, "--size", **CROP_SIZE, help="Crop size used by `visec preprocess`."),
+               margin: float = typer.Option(0.3, "--margin", **MARGIN, help="Crop margin used by `visec preprocess`."),
                as_json: bool = typer.Option(False, "--json", help="Print per-frame results as JSON lines."),
                out: Optional[Path] = typer.Option(None, "--out", help="Sequential runs (MMNet): folder for the "
                                                   "recovered faces (default RUN/recovered)."),
@@ -307,7 +340,10 @@ def detect_cmd(run: Path = typer.Argument(..., help="A trained face-forgery run 
     order, and MMNet writes the recovered face."""
     from visec.engine import Engine
     from visec.inference import detect, detect_sequence
+    from visec.paths import output_folder
 
+    if out is not None:
+        output_folder(out)
     engine = Engine.from_run(run)
     if engine.cfg.method == "mmnet":
         for path in paths:
@@ -316,7 +352,10 @@ def detect_cmd(run: Path = typer.Argument(..., help="A trained face-forgery run 
         return
     for path in paths:
         result = detect(engine, path, n_frames=frames, detector=detector, size=size, margin=margin)
-        print(json.dumps(result.to_dict())) if as_json else console.print(result.summary(), highlight=False)
+        print(json.dumps(result.to_dict())) if as_json else console.print(escape(result.summary()), highlight=False,
+                                                                          soft_wrap=True)
+        if result.warning:  # a truncated or damaged video: fewer than half its frames decode
+            err_console.print(f"[yellow]warning: {escape(result.warning)}[/yellow]", highlight=False, soft_wrap=True)
 
 
 # -- attack ------------------------------------------------------------------------------------------
@@ -328,24 +367,29 @@ def attack_cmd(method: str = typer.Option(..., "--method", help="A registered at
                split: Optional[str] = typer.Option(None, "--split", help="Split to attack (default: test)."),
                eps: Optional[str] = typer.Option(None, "--eps", help="Budget: a number or a fraction like 8/255 "
                                                  "(default: the run's trained model.eps, else 8/255)."),
-               steps: Optional[int] = typer.Option(None, "--steps", help="Attack iterations (default: the attack's)."),
+               steps: Optional[int] = typer.Option(None, "--steps", min=1, max=100_000,
+                                                   help="Attack iterations (default: the attack's)."),
                alpha: Optional[str] = typer.Option(None, "--alpha", help="Step size (number or fraction)."),
                norm: Optional[str] = typer.Option(None, "--norm", help="Linf, L2 or unbounded (default: the attack's)."),
-               max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Attack only the first N samples."),
+               max_samples: Optional[int] = typer.Option(None, "--max-samples", min=1,
+                                                         help="Attack only the first N samples."),
                out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN_DIR/attacks)."),
                surrogate: Optional[Path] = typer.Option(None, "--surrogate", help="Run folder of a surrogate model (transfer)."),
                device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default cpu)."),
-               seed: int = typer.Option(0, "--seed"),
+               seed: int = typer.Option(0, "--seed", **SEED),
                ) -> None:
     """Attack a trained run: clean, robust and worst-case accuracy, mean perturbation norms, a result card."""
     from visec.apps.attack import run_attack
+    from visec.paths import output_folder
 
+    if out is not None:
+        output_folder(out)
     report, card, path = run_attack(model, method, checkpoint=checkpoint, data=data, split=split, eps=eps,
                                     steps=steps, alpha=alpha, norm=norm, max_samples=max_samples, out=out,
                                     device=device, seed=seed, surrogate=surrogate)
     console.print(report.summary(), highlight=False)
-    for note in card.notes:
-        err_console.print(f"[yellow]note: {note}[/yellow]", highlight=False)
+    for note in card.notes:  # skipped attacks and unreadable images among them, each named
+        err_console.print(f"[yellow]note: {escape(note)}[/yellow]", highlight=False, soft_wrap=True)
     console.print(f"card: {path}", highlight=False)
 
 
@@ -373,7 +417,7 @@ def bench_cmd(cards: Optional[list[Path]] = typer.Argument(None, help="Card file
               data: Optional[Path] = typer.Option(None, "--data", help="A real manifest instead of the embedded data."),
               out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/bench/forgery, "
                                                  "or runs/bench/JOB for other jobs)."),
-              seed: int = typer.Option(0, "--seed"),
+              seed: int = typer.Option(0, "--seed", **SEED),
               override: list[str] = typer.Option([], "--set", help="Config override for every run, key=value "
                                                  "(repeatable), e.g. --set train.max_epochs=1."),
               all_columns: bool = typer.Option(False, "--all-columns", help="Every metric, not just the headline ones."),
@@ -385,6 +429,10 @@ def bench_cmd(cards: Optional[list[Path]] = typer.Argument(None, help="Card file
     from visec.report.leaderboard import leaderboard
 
     job_name = bench_job_of(method)
+    if out is not None:
+        from visec.paths import output_folder
+
+        output_folder(out)
     if not cards:
         kwargs = {"data": data} if data is not None else {}
         if override:
@@ -457,10 +505,43 @@ def _short(text: str) -> str:
     return f"{name}:{split}" if split else name
 
 
+def _print_skipped(skipped: dict[str, list]) -> None:
+    """One stderr line per image a command skipped (named, with the reason), then their count."""
+    n = sum(len(v) for v in skipped.values())
+    if not n:
+        return
+    for split, items in skipped.items():
+        for path, reason in items:
+            err_console.print(f"[yellow]skipped[/yellow] {escape(str(path))} ({escape(split)}): {escape(str(reason))}",
+                              highlight=False, soft_wrap=True)
+    err_console.print(f"[yellow]skipped {n} unreadable image(s)[/yellow]", highlight=False)
+
+
+def _verify(manifest: Path | None) -> None:
+    """``--verify``: every file of the manifest against its recorded sha256 (a one-line error
+    with the count and first names of those that differ; a warning for files without a hash)."""
+    from visec.data.manifest import read_manifest
+    from visec.errors import ManifestError
+
+    if manifest is None:
+        raise ManifestError("--verify checks the files of a manifest against their sha256; this run "
+                            "reads no manifest (its data is a built-in dataset)")
+    with err_console.status(f"checking the sha256 of every file of {manifest} ..."):
+        m = read_manifest(manifest)
+        unhashed = m.verify()
+    n = m.df["path"].nunique()
+    if unhashed:
+        err_console.print(f"[yellow]warning: {unhashed} of {n} file(s) have no sha256 in {escape(str(manifest))} "
+                          f"(built with hash=false): not verified[/yellow]", highlight=False, soft_wrap=True)
+    else:
+        err_console.print(f"verified: the {n} file(s) of {escape(str(manifest))} match their sha256", highlight=False)
+
+
 def _print_card(card) -> None:
     from visec.metrics import format_metrics
 
     console.print(format_metrics(card.metrics))
+    _print_skipped((card.extra or {}).get("skipped") or {})  # each skipped image named, as predict and attack do
     for note in card.notes:
         err_console.print(f"[yellow]note: {note}[/yellow]")
 

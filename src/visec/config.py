@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from visec.errors import ConfigError
-from visec.utils import did_you_mean
+from visec.utils import MAX_NESTING, did_you_mean, short_repr
 
 
 #: The one default adversarial budget (L-inf 8/255, the CIFAR threat model): every attack, suite,
@@ -137,10 +137,45 @@ def corruption_spec(spec: str | None) -> tuple[str, float] | None:
     return name, value
 
 
+def _devices_field(value: Any) -> Any:
+    if value == "auto":
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError("devices per node is a whole number >= 1 or 'auto'")
+
+
+#: ``train.devices``: a count >= 1 or ``"auto"`` (Lightning's lists and -1 are not visec settings).
+Devices = Annotated[int | Literal["auto"], BeforeValidator(_devices_field)]
+
+
+def _batch_limit_field(value: Any) -> Any:
+    if value is None:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if isinstance(value, float) and 0 < value <= 1:
+        return value
+    raise ValueError("a count of batches >= 1 or a fraction of the epoch in (0, 1] (0 would train nothing)")
+
+
+#: ``train.limit_train_batches``: Lightning's two forms, checked before Lightning sees them.
+BatchLimit = Annotated[int | float | None, BeforeValidator(_batch_limit_field)]
+
+
+#: The Lightning strategies a run may name: DDP (its launchers, with or without the search for unused
+#: parameters) and FSDP. The others need packages (DeepSpeed) or hardware (TPU/XLA) visec does not set up.
+STRATEGIES = ("auto", *(f"{d}{u}" for d in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+                        for u in ("", "_find_unused_parameters_true", "_find_unused_parameters_false")),
+              "fsdp", "fsdp_cpu_offload")
+
+
 class TrainConfig(_Strict):
     """Optimisation, hardware and model-selection settings (shared by every method)."""
 
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy's and Lightning's range (Lightning resets others to 0)
     max_epochs: int = Field(3, ge=1)
     optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
     fused_optimizer: bool = True  # torch's fused step (CPU and GPU); false: the per-tensor loop
@@ -148,28 +183,28 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(1e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     scheduler: Literal["none", "cosine", "step", "multistep"] = "cosine"
-    milestones: list[int] = Field(default_factory=list)  # epochs where "multistep" multiplies lr by gamma
+    milestones: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)  # epochs where "multistep" multiplies lr by gamma
     gamma: float = Field(0.1, gt=0)
     # sharpness-aware wrappers around the optimiser (visec.engine.sam): two passes per step
     sam: Literal["none", "sam", "gcsam"] = "none"
     sam_rho: float = Field(0.05, ge=0)  # radius of the ascent step (global L2 norm)
-    sam_beta1: float = Field(0.5, le=1)  # GCSAM: cos(g_sam, g) <= beta1 -> the ERM gradient
-    sam_beta2: float = Field(0.8, le=1)  # GCSAM: cos >= beta2 -> the SAM gradient; between: projection
+    sam_beta1: float = Field(0.5, ge=-1, le=1)  # GCSAM: cos(g_sam, g) <= beta1 -> the ERM gradient
+    sam_beta2: float = Field(0.8, ge=-1, le=1)  # GCSAM: cos >= beta2 -> the SAM gradient; between: projection
     # adversarial training of a binary detector (BinaryDetector.training_losses): PGD-AT or TRADES
     adversarial: Literal["none", "pgd_at", "trades"] = "none"
     adv_eps: Budget = Field(4 / 255, ge=0)  # L-inf budget of the training attack
     adv_steps: int = Field(3, ge=1)
     adv_alpha: Budget | None = None  # step size; default 2.5 * adv_eps / adv_steps
     trades_beta: float = Field(6.0, ge=0)
-    accelerator: str = "auto"
-    devices: int | str = "auto"
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: Devices = "auto"  # per node; a GPU count is checked when the trainer starts
     num_nodes: int = Field(1, ge=1)
-    strategy: str = "auto"
+    strategy: Literal[STRATEGIES] = "auto"  # type: ignore[valid-type]
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"] = "32-true"
     channels_last: bool = False  # convolutional weights (hence activations) in NHWC layout
-    threads: int | None = Field(None, ge=1)  # intra-op threads; None: the free cores (visec.runtime)
+    threads: int | None = Field(None, ge=1, le=4096)  # intra-op threads; None: the free cores (visec.runtime)
     deterministic: bool = True
-    limit_train_batches: float | int | None = None
+    limit_train_batches: BatchLimit = None  # batches per epoch: a count >= 1 or a fraction in (0, 1]
     val_every_n_epochs: int = Field(1, ge=1)  # validation (and so best-checkpoint selection) interval
     log_every_n_steps: int = Field(50, ge=1)  # per-step values (SAM statistics) are logged this often
     # the resume state (last.ckpt + last.safetensors) is written after the final epoch and after any
@@ -304,6 +339,126 @@ def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
     return candidate
 
 
+#: Bounds on a YAML document (a config, an override value): its size in bytes and the number of
+#: values it holds once every alias is expanded. The shipped configs hold under 100 values; a
+#: "billion laughs" document (aliases of aliases) holds 10^9 in a few hundred bytes.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_VALUES = 10_000
+
+
+class YAMLSyntaxError(ConfigError):
+    """A text that is not YAML (an override value falls back to being a plain string)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key written twice in one mapping is an error (YAML says
+    keys are unique; PyYAML silently keeps the last). Keys merged in with ``<<`` may be overridden."""
+
+    source = "YAML"
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        self._depth += 1  # refused here, before PyYAML's recursion runs out of stack
+        try:
+            if self._depth > MAX_NESTING:
+                raise ConfigError(f"{self.source}:{self.peek_event().start_mark.line + 1}: values nested "
+                                  f"deeper than {MAX_NESTING} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: the base class says so
+                continue
+            if first is not key_node:
+                raise ConfigError(f"{self.source}:{key_node.start_mark.line + 1}: duplicate key "
+                                  f"{short_repr(key)} (first on line {first.start_mark.line + 1}); "
+                                  f"a key may appear once per mapping")
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(root: yaml.Node, source: str) -> int:
+    """How many values the node graph holds with every alias expanded (each node counted once per
+    path that reaches it), refusing cycles and nesting deeper than :data:`MAX_NESTING`; stops
+    counting past :data:`MAX_YAML_VALUES`. No recursion, linear in the distinct nodes."""
+    size: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    open_nodes: set[int] = set()
+    while stack:
+        node, depth, done = stack.pop()
+        key = id(node)
+        if done:
+            open_nodes.discard(key)
+            children = _children(node)
+            size[key] = min(1 + sum(size[id(c)] for c in children), MAX_YAML_VALUES + 1)
+            continue
+        if key in size:
+            continue
+        if key in open_nodes:
+            raise ConfigError(f"{source}: an alias refers to a value that contains it (a recursive structure)")
+        if depth > MAX_NESTING:
+            raise ConfigError(f"{source}: values nested deeper than {MAX_NESTING} levels")
+        open_nodes.add(key)
+        stack.append((node, depth, True))
+        stack.extend((c, depth + 1, False) for c in _children(node) if id(c) not in size)
+    return size[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def load_yaml(text: str | bytes, source: str) -> Any:
+    """Parse one YAML document the way visec reads every config: safe tags only, unique keys, at
+    most :data:`MAX_YAML_BYTES` bytes and :data:`MAX_YAML_VALUES` values with aliases expanded.
+    Every refusal is a one-line :class:`ConfigError` naming ``source`` (and the line), without
+    echoing the input; text that is not YAML raises :class:`YAMLSyntaxError`."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"{source}: {len(text)} bytes; a config holds at most {MAX_YAML_BYTES}")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{source}: not UTF-8 text (byte 0x{text[exc.start]:02x} at offset "
+                              f"{exc.start})") from None
+    loader = None
+    try:
+        loader = _UniqueKeyLoader(text)  # the reader refuses control characters here
+        loader.source = source
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, source) > MAX_YAML_VALUES:
+            raise ConfigError(f"{source}: holds more than {MAX_YAML_VALUES} values once its aliases are "
+                              f"expanded (anchors and aliases that repeat each other); refused")
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = str(getattr(exc, "problem", None) or getattr(exc, "context", None) or type(exc).__name__)
+        if isinstance(exc, yaml.reader.ReaderError):  # the character's code point, or a byte
+            code = exc.character if isinstance(exc.character, int) else ord(exc.character[:1] or "\0")
+            problem = f"special character #x{code:04x} at offset {exc.position}"
+        problem = problem.replace("\n", " ")
+        raise YAMLSyntaxError(f"{where}: not valid YAML ({problem[:120]})") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: values nested deeper than {MAX_NESTING} levels") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["train.lr=0.01", "data.manifest=x.jsonl"]`` -> nested dict, values parsed as YAML scalars."""
     out: dict[str, Any] = {}
@@ -315,8 +470,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if not all(keys):
             raise ConfigError(f"override '{item}' has an empty key")
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
+            value = load_yaml(raw, f"override {short_repr(key, 40)}") if raw != "" else ""
+        except YAMLSyntaxError:  # not YAML: the text as it is
             value = raw
         node = out
         for k in keys[:-1]:
@@ -344,9 +499,10 @@ def load_config(name_or_path: str | os.PathLike | None = None, overrides: list[s
     if name_or_path is not None:
         path = resolve_config_path(name_or_path)
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+            text = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        loaded = load_yaml(text, str(path)) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         raw = loaded
@@ -354,19 +510,25 @@ def load_config(name_or_path: str | os.PathLike | None = None, overrides: list[s
         raw = deep_merge(raw, fields)
     if overrides:
         raw = deep_merge(raw, parse_overrides(overrides))
-    return _validate(RunConfig, raw)
+    try:
+        return _validate(RunConfig, raw)
+    except ConfigError as exc:
+        if name_or_path is None:
+            raise
+        origin = f"{path} (with overrides)" if overrides or fields else str(path)
+        raise type(exc)(f"{origin}: {exc}") from None
 
 
 def _validate(cls: type[BaseModel], raw: dict[str, Any], prefix: str = "") -> BaseModel:
     try:
-        return cls(**raw)
+        return cls.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, cls, prefix)) from None
 
 
 def _explain(exc: ValidationError, cls: type[BaseModel], prefix: str) -> str:
     err = exc.errors()[0]
-    loc = [str(p) for p in err["loc"]]
+    loc = [str(p)[:60] for p in err["loc"]]  # a key read from a file is shown, never a long one
     key = ".".join(([prefix] if prefix else []) + loc)
     more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
     if err["type"] == "extra_forbidden":
@@ -377,7 +539,7 @@ def _explain(exc: ValidationError, cls: type[BaseModel], prefix: str) -> str:
     if err["type"] == "missing":
         return f"missing config key '{key}'{more}"
     value = err.get("input")
-    shown = f" (got {value!r})" if not isinstance(value, dict) else ""
+    shown = f" (got {short_repr(value)})" if not isinstance(value, dict) else ""
     return f"config key '{key}': {err['msg']}{shown}{more}"
 
 

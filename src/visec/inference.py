@@ -29,12 +29,33 @@ from visec.errors import DataError, VisecError
 
 @dataclass
 class Detection:
-    """Scores of one image or video. ``video_prob`` is the mean frame probability (None: no face)."""
+    """Scores of one image or video. ``video_prob`` is the mean frame probability (None: no face).
+
+    ``frames_expected`` is the number of frames the video's container declares and
+    ``frames_decoded`` the number that decode (both 1 for an image): a truncated or scrambled
+    video is scored on the frames that decode, and says so (``partial``, :meth:`summary`)."""
 
     path: str
     frames: list[dict[str, Any]] = field(default_factory=list)  # frame_index, prob, box, det_score
     frames_without_face: list[int] = field(default_factory=list)
     frames_unreadable: list[int] = field(default_factory=list)
+    frames_expected: int = 1
+    frames_decoded: int = 1
+
+    @property
+    def partial(self) -> bool:
+        """Fewer frames decode than the container declares."""
+        return self.frames_decoded < self.frames_expected
+
+    @property
+    def warning(self) -> str | None:
+        """A one-line warning when fewer than half the declared frames decode, else ``None``."""
+        from visec.preprocess.video import PARTIAL_WARN_FRACTION
+
+        if self.frames_decoded < PARTIAL_WARN_FRACTION * self.frames_expected:
+            return (f"{self.path}: only {self.frames_decoded} of the {self.frames_expected} frames its container "
+                    f"declares decode (truncated or damaged); scored on those")
+        return None
 
     @property
     def video_prob(self) -> float | None:
@@ -42,13 +63,16 @@ class Detection:
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "video_prob": self.video_prob, "frames": self.frames,
-                "frames_without_face": self.frames_without_face, "frames_unreadable": self.frames_unreadable}
+                "frames_without_face": self.frames_without_face, "frames_unreadable": self.frames_unreadable,
+                "frames_expected": self.frames_expected, "frames_decoded": self.frames_decoded}
 
     def summary(self) -> str:
         head = (f"{self.path}: P(fake) = {self.video_prob:.3f} over {len(self.frames)} face frame(s)"
                 if self.frames else f"{self.path}: no face found in any sampled frame")
         extra = [f"{len(self.frames_without_face)} frame(s) without a face"] if self.frames_without_face else []
         extra += [f"{len(self.frames_unreadable)} unreadable frame(s)"] if self.frames_unreadable else []
+        extra += ([f"partly decodable: {self.frames_decoded} of {self.frames_expected} declared frames decode"]
+                  if self.partial else [])
         return head + (f" ({', '.join(extra)})" if extra else "")
 
 
@@ -61,11 +85,14 @@ def detect(run: str | os.PathLike | Any, path: str | os.PathLike, *, n_frames: i
     the crop is then resized to the model's ``data.image_size`` exactly as in training.
     """
     from visec.engine import Engine
-    from visec.preprocess.align import align_face
+    from visec.preprocess.align import align_face, check_crop
     from visec.preprocess.detect import build_detector, pick_face
     from visec.data.sampling import sample_indices
-    from visec.preprocess.video import count_frames, read_frames
+    from visec.preprocess.video import frame_counts, read_frames
 
+    if isinstance(n_frames, bool) or int(n_frames) != n_frames or n_frames < 1:
+        raise VisecError(f"n_frames must be a whole number >= 1, got {n_frames!r}")
+    check_crop(size, margin)  # before the run is loaded
     engine = run if isinstance(run, Engine) else Engine.from_run(run)
     module, _ = engine.load_module(checkpoint)
     if not isinstance(module, BinaryDetector):
@@ -73,13 +100,16 @@ def detect(run: str | os.PathLike | Any, path: str | os.PathLike, *, n_frames: i
     module.eval()
     face_detector = build_detector(detector)
     path = Path(path)
+    expected = decoded = 1
     if media_of(path) == "image":
         frames = [(0, load_rgb(path))]
     else:
-        frames = read_frames(path, sample_indices(count_frames(path), n_frames))
+        counts = frame_counts(path)
+        expected, decoded = counts.expected, counts.decoded
+        frames = read_frames(path, sample_indices(decoded, n_frames))
     if not frames:
         raise DataError(f"{path}: no frames could be sampled")
-    result = Detection(str(path))
+    result = Detection(str(path), frames_expected=expected, frames_decoded=decoded)
     crops, meta = [], []
     for index, rgb in frames:
         if rgb is None:

@@ -205,3 +205,59 @@ def runtime_info(train: Any = None) -> dict[str, Any]:
     if train is not None:
         info.update(precision=train.precision, channels_last=train.channels_last)
     return info
+
+
+def check_device(text: str, name: str = "device") -> str:
+    """``text`` when it names a torch device this machine has (``cpu``, ``cuda``, ``cuda:N``,
+    ``mps``), else a one-line :class:`~visec.errors.ConfigError` naming ``name``: an unknown name, a
+    GPU index this machine lacks or a GPU where none is usable are refused before any work starts,
+    in visec's words rather than torch's."""
+    import torch
+
+    from visec.errors import ConfigError
+
+    try:
+        dev = torch.device(str(text).strip())
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"{name} '{text}' is not a device: use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cpu":
+        return str(dev)
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"{name} '{text}': no CUDA GPU is usable here (use cpu)")
+        if dev.index is not None and not 0 <= dev.index < count:
+            raise ConfigError(f"{name} '{text}': this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+        return str(dev)
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError(f"{name} '{text}': no Apple MPS device is usable here (use cpu)")
+        return str(dev)
+    raise ConfigError(f"{name} '{text}': visec runs on cpu, cuda, cuda:N or mps, not {dev.type}")
+
+
+def check_accelerator(accelerator: str, devices: int | str) -> None:
+    """Refuse, in one line naming ``train.accelerator`` or ``train.devices``, hardware settings this
+    machine cannot honour (a GPU accelerator without a usable GPU, more GPUs than it has), before
+    Lightning refuses them with a traceback. ``auto`` always passes; on the CPU any number of
+    devices (processes) is fine."""
+    import torch
+
+    from visec.errors import ConfigError
+
+    if accelerator in ("gpu", "cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        mps = getattr(torch.backends, "mps", None)
+        if count == 0 and not (accelerator == "gpu" and mps is not None and mps.is_available()):
+            raise ConfigError(f"train.accelerator={accelerator}: no usable GPU on this machine; "
+                              f"set train.accelerator=cpu (or auto)")
+        if isinstance(devices, int) and count and devices > count:
+            raise ConfigError(f"train.devices={devices}: this machine has {count} GPU(s)")
+    elif accelerator == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError("train.accelerator=mps: no Apple MPS device on this machine; "
+                              "set train.accelerator=cpu (or auto)")
+        if isinstance(devices, int) and devices > 1:
+            raise ConfigError(f"train.devices={devices}: an MPS machine has one device")

@@ -7,6 +7,7 @@ and torch objects are recognised by their ``tolist`` method, so neither is impor
 from __future__ import annotations
 
 import difflib
+import json
 import math
 from collections.abc import Mapping
 from pathlib import PurePath
@@ -60,3 +61,67 @@ def cache_dir(kind: str) -> "Path":
     base = os.environ.get("VISEC_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "visec")
     return Path(base) / kind
+
+
+#: How deep a JSON or YAML value read from a user's file may nest (visec's own files nest < 10 deep).
+MAX_NESTING = 64
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters (one line, bounded time for any size of value):
+    error messages show what they got without echoing a whole file."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = r.maxlong = limit
+    text = r.repr(value).replace("\n", "\\n")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def nesting_depth(obj: Any, limit: int = MAX_NESTING) -> int:
+    """How deep lists and dicts nest in ``obj`` (0 for a scalar), counted without recursion and
+    stopping once past ``limit``."""
+    deepest, stack = 0, [(obj, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            stack.extend((v, depth) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {short_repr(key)}")
+        out[key] = value
+    return out
+
+
+def parse_json(data: str | bytes) -> Any:
+    """``json.loads`` for files users hand in: duplicate keys, nesting deeper than
+    :data:`MAX_NESTING` and bytes that are not UTF-8 are refused instead of taken silently (or
+    crashing). Every refusal is a :class:`ValueError` whose message is one short line, without
+    the input, for the caller to prefix with the file (and line)."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+    data = data.removeprefix("\ufeff")  # a byte-order mark some editors write
+    try:
+        obj = json.loads(data, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise ValueError(f"not usable JSON (nested deeper than {MAX_NESTING} levels)") from None
+    except ValueError as exc:  # duplicate keys, integers of thousands of digits
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"not usable JSON ({reason[:160]})") from None
+    if nesting_depth(obj) > MAX_NESTING:
+        raise ValueError(f"not usable JSON (nested deeper than {MAX_NESTING} levels)")
+    return obj

@@ -88,7 +88,7 @@ def test_budget_label_names_one_budget_once():
 
 # -- visec attack: CLI parsing and the default budget --------------------------------------------
 @pytest.mark.parametrize("args,message", [(["--eps", "x/2"], "eps must be a number or a fraction"),
-                                          (["--alpha", "two"], "alpha must be a number or a fraction"),
+                                          (["--alpha", "two"], "alpha (the step size) must be a number or a fraction"),
                                           (["--eps", "8/255", "--alpha", "2/255"], "is not a visec run folder")])
 def test_attack_cli_parses_budgets_before_loading_the_run(tmp_path, capsys, args, message):
     assert main(["attack", "--method", "pgd", "--model", str(tmp_path), *args]) == 2

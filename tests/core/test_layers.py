@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 # (layer, the top-level modules or packages under visec that form it), lowest first
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("core", ("errors", "utils", "registry", "config", "cards", "checkpoint", "runtime")),
+    ("core", ("errors", "utils", "paths", "options", "registry", "config", "cards", "checkpoint", "runtime")),
     ("data", ("data",)),
     ("preprocess", ("preprocess",)),
     ("metrics", ("metrics",)),

@@ -58,13 +58,14 @@ from typing import Any, Callable, Literal, Optional
 import numpy as np
 from pydantic import BaseModel, Field
 
+from visec.data.images import MAX_PIXELS
 from visec.errors import DataError, VisecError
 
 SCHEMA_NAME = "visec.analysis"
 #: Bumped whenever a field of :class:`Analysis` changes meaning or is removed (adding an optional
 #: field keeps the version); ``docs/analysis.schema.json`` is the published schema of this version.
 SCHEMA_VERSION = 1
-DEFAULT_MAX_PIXELS = 40_000_000  # a 6,300 x 6,300 image; a decompression bomb declares far more
+DEFAULT_MAX_PIXELS = MAX_PIXELS  # visec.data.images: the one decompression-bomb rule of every reader
 TRACK_IOU = 0.3
 MAP_SIZE = 128  # pixels of the crops and saliency maps shown
 FACE_MODES = ("auto", "detect", "whole")
@@ -197,19 +198,19 @@ def sniff(head: bytes) -> tuple[str, str] | None:
 def _read_image(path: Path, max_pixels: int, label: str) -> np.ndarray:
     from PIL import Image
 
-    from visec.data.images import load_rgb
+    from visec.data.images import check_pixels, load_rgb
 
     try:
         with Image.open(path) as im:
             w, h = im.size
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{label}: refused as a decompression bomb ({str(exc).splitlines()[0]})") from None
     except Exception as exc:  # PIL raises many types for a broken header
         raise DataError(f"{label}: cannot decode image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    if w * h > max_pixels:
-        raise DataError(f"{label}: the image declares {w} x {h} pixels, more than the limit of "
-                        f"{max_pixels:,} (a decompression bomb, or raise max_pixels)")
+    check_pixels(w, h, label, max_pixels)
     if min(w, h) < 8:
         raise DataError(f"{label}: the image is {w} x {h} pixels; too small to hold a face")
-    return load_rgb(path)
+    return load_rgb(path, max_pixels=max_pixels)
 
 
 def _iou(a: list[float], b: list[float]) -> float:
@@ -529,9 +530,12 @@ class Analyzer:
         from visec.data.datamodule import to_tensor
 
         start = time.perf_counter()
+        from visec.paths import file_problem, shown
+
         path = Path(path)
-        if not path.is_file():
-            raise DataError(f"{path}: file not found" if not path.exists() else f"{path}: not a regular file")
+        problem = file_problem(path)  # before opening: a FIFO or a device would never end
+        if problem is not None:
+            raise DataError(f"{shown(path)}: {'file not found' if problem == 'not found' else problem}")
         size = path.stat().st_size
         if size == 0:
             raise DataError(f"{name or path.name}: empty file (0 bytes)")

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from visec.apps.analyze import FACE_MODES
 from visec.errors import VisecError
+from visec.options import CROP_SIZE, FRAMES, MARGIN, PORT, finite
 
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
@@ -22,15 +23,19 @@ _RUNS_HELP = "Folder searched for trained runs (every face-forgery run under it 
 
 def _inputs(paths: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
     """Files to analyse (folders searched recursively, in name order) and the entries skipped."""
+    import os
+
     from visec.apps.analyze import sniff
+    from visec.paths import entry_problem, shown
 
     files: list[Path] = []
     skipped: list[tuple[str, str]] = []
     for p in paths:
-        if p.is_dir():
-            for f in sorted(q for q in p.rglob("*") if not q.is_dir()):
-                if not f.is_file():
-                    skipped.append((str(f), "not a regular file"))
+        if entry_problem(p) is None and os.path.isdir(p):
+            for f in sorted(q for q in p.rglob("*") if not os.path.isdir(q)):
+                problem = entry_problem(f)  # a FIFO, a device, a dangling or looping link, too long a name
+                if problem is not None:
+                    skipped.append((shown(f), problem))
                     continue
                 with open(f, "rb") as fh:
                     kind = sniff(fh.read(32))
@@ -38,10 +43,10 @@ def _inputs(paths: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
                     skipped.append((str(f), "not an image or video"))
                 else:
                     files.append(f)
-        elif p.exists() or p.is_symlink():
-            files.append(p)
+        elif os.path.lexists(p):
+            files.append(p)  # the analyzer names what is wrong with it
         else:
-            raise VisecError(f"{p}: no such file or folder")
+            raise VisecError(f"{shown(p)}: no such file or folder")
     return files, skipped
 
 
@@ -63,10 +68,10 @@ def analyze_cmd(
                                                     "already an aligned face crop; auto: whole for square images "
                                                     "no larger than the detectors' training crops, detect otherwise."),
     detector: str = typer.Option("mtcnn", "--detector", help="Face detector: mtcnn, dlib or haar."),
-    frames: int = typer.Option(16, "--frames", min=1, max=1000, help="Evenly spaced frames per video."),
-    size: int = typer.Option(256, "--size", min=16, max=2048, help="Crop size for runs whose training data "
-                                                                   "has no preprocess report."),
-    margin: float = typer.Option(0.3, "--margin", min=0.0, max=2.0, help="Crop margin, likewise."),
+    frames: int = typer.Option(16, "--frames", **FRAMES, help="Evenly spaced frames per video."),
+    size: int = typer.Option(256, "--size", **CROP_SIZE, help="Crop size for runs whose training data "
+                                                             "has no preprocess report."),
+    margin: float = typer.Option(0.3, "--margin", **MARGIN, help="Crop margin, likewise."),
     all_runs: bool = typer.Option(False, "--all-runs", help="Also use leave-one-manipulation-out runs."),
     maps: bool = typer.Option(True, "--maps/--no-maps", help="Saliency maps (the evidence section)."),
     as_json: bool = typer.Option(False, "--json", help="Print each analysis as one JSON line instead of the table."),
@@ -79,8 +84,9 @@ def analyze_cmd(
 
     if faces not in FACE_MODES:
         raise VisecError(f"--faces must be one of {', '.join(FACE_MODES)}, not {faces!r}")
-    if out.exists() and not out.is_dir():
-        raise VisecError(f"--out {out} is a file; name a folder")
+    from visec.paths import output_folder
+
+    output_folder(out)
     files, skipped = _inputs(paths)
     if not files:
         raise VisecError("nothing to analyse: " + ("; ".join(f"{p}: {why}" for p, why in skipped[:5])
@@ -156,13 +162,14 @@ def schema_cmd() -> None:
 def serve_cmd(
     runs: Path = typer.Option(Path("runs"), "--runs", help=_RUNS_HELP),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
-    port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port."),
+    port: int = typer.Option(8000, "--port", **PORT, help="Port."),
     workers: int = typer.Option(2, "--workers", min=1, max=64, help="Analyses run at once."),
     queue: int = typer.Option(64, "--queue", min=0, max=10000, help="Analyses that may wait; more get 503."),
-    max_mb: float = typer.Option(50.0, "--max-mb", min=0.001, max=10000.0, help="Upload size limit in MB."),
+    max_mb: float = typer.Option(50.0, "--max-mb", min=0.001, max=10000.0, callback=finite,
+                                 help="Upload size limit in MB."),
     faces: str = typer.Option("auto", "--faces", help="auto, detect or whole (see visec analyze)."),
     detector: str = typer.Option("mtcnn", "--detector", help="Face detector: mtcnn, dlib or haar."),
-    frames: int = typer.Option(16, "--frames", min=1, max=1000, help="Evenly spaced frames per video."),
+    frames: int = typer.Option(16, "--frames", **FRAMES, help="Evenly spaced frames per video."),
     all_runs: bool = typer.Option(False, "--all-runs", help="Also use leave-one-manipulation-out runs."),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn's log level."),
 ) -> None:

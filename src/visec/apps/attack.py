@@ -23,6 +23,15 @@ def run_budget(cfg: RunConfig, eps: str | float | None = None) -> float:
     return parse_budget(trained, "model.eps") if trained is not None else DEFAULT_EPS
 
 
+def skipped_notes(skipped: dict[str, list]) -> list[str]:
+    """Card notes for the unreadable images a data module skipped: their count, then each by name."""
+    n = sum(len(v) for v in skipped.values())
+    if not n:
+        return []
+    return [f"{n} unreadable image(s) skipped"] + [f"skipped {p} ({split}): {why}"
+                                                   for split, items in skipped.items() for p, why in items]
+
+
 def model_of(module: nn.Module) -> nn.Module:
     """The pure network of a method's LightningModule (``.net``), or the module itself."""
     net = getattr(module, "net", None)
@@ -43,9 +52,20 @@ def run_attack(run_dir: str | Path, method: str = "pgd", *, checkpoint: str | Pa
     """
     from visec.engine.engine import BEST, Engine, build_datamodule, card_name
 
+    from visec.errors import ConfigError
+    from visec.runtime import check_device
+
     run_dir = Path(run_dir)
-    eps_value = parse_budget(eps, "eps") if eps is not None else None  # bad text fails before loading
-    alpha_value = parse_budget(alpha, "alpha") if alpha is not None else None
+    # every option is checked before the run is loaded, each error naming its own option
+    eps_value = parse_budget(eps, "eps") if eps is not None else None
+    alpha_value = parse_budget(alpha, "alpha (the step size)") if alpha is not None else None
+    if alpha_value == 0:
+        raise ConfigError("alpha (the step size) must be > 0, got '0'")
+    for key, value in (("steps", steps), ("max_samples", max_samples)):
+        if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+            raise ConfigError(f"{key} must be a whole number >= 1, got {value!r}")
+    if device is not None:
+        device = check_device(device)
     engine = Engine.from_run(run_dir)
     eps_value = run_budget(engine.cfg, eps_value)
     module, meta = engine.load_module(checkpoint)
@@ -82,6 +102,7 @@ def run_attack(run_dir: str | Path, method: str = "pgd", *, checkpoint: str | Pa
         label = name
     report = robust_evaluate(model, loader, attacks, device=device, max_samples=max_samples, seed=seed,
                              progress=progress)
+    skipped = dict(getattr(dm, "skipped", {}) or {})  # unreadable images, as `visec test` reports them
     data_name = str(data_cfg.manifest or data_cfg.dataset or "none")
     threat = next(iter(attacks.values()))
     eps_text = budget_label(eps_value) if threat.norm != "unbounded" else "min-norm"
@@ -91,7 +112,9 @@ def run_attack(run_dir: str | Path, method: str = "pgd", *, checkpoint: str | Pa
         protocol=f"attack-{label}-{threat.norm}-{eps_text}", seed=seed, config=engine.cfg.to_dict(),
         selection=meta.get("selection", engine.cfg.train.select_on),
         extra={"run_dir": str(run_dir), "checkpoint": str(checkpoint or run_dir / BEST), "epoch": meta.get("epoch"),
-               "attack_method": method, "max_samples": max_samples},
+               "attack_method": method, "max_samples": max_samples,
+               "skipped": {k: [list(x) for x in v] for k, v in skipped.items()}},
+        notes=skipped_notes(skipped),
     )
     out_dir = Path(out) if out is not None else run_dir / "attacks"
     path = card.save(out_dir / "cards")

@@ -15,6 +15,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from visec.options import PORT
+
 fed_app = typer.Typer(no_args_is_help=True, help="Federated training on Flower (simulation or a real deployment).")
 console = Console()
 
@@ -22,6 +24,7 @@ console = Console()
 @fed_app.command("run", context_settings={"allow_extra_args": True})
 def run_cmd(config: str = typer.Argument(..., help="Method name, method/variant or a YAML file."),
             overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides (fed.*, train.*, ...)."),
+            # range-checked by FedConfig, whose one-line error names the config key (fed.clients ...)
             clients: Optional[int] = typer.Option(None, "--clients", help="Number of clients (fed.clients)."),
             rounds: Optional[int] = typer.Option(None, "--rounds", help="Communication rounds (fed.rounds)."),
             local_epochs: Optional[int] = typer.Option(None, "--local-epochs", help="Local epochs per round."),
@@ -79,7 +82,10 @@ def app_cmd(out: Path = typer.Argument(..., help="Folder to write the Flower App
     """Write a Flower App folder running visec's ServerApp and ClientApp, and the SuperLink connection
     `flwr run` uses (in $FLWR_HOME/config.toml, default ~/.flwr)."""
     from visec.federated import require_flower
+    from visec.paths import output_folder
 
+    output_folder(out, "OUT")
+    output_folder(run_dir, "--run-dir")
     require_flower()
     from visec.federated.deploy import CONNECTION, flower_app, flwr_run_command, superlink_connection
 
@@ -90,7 +96,7 @@ def app_cmd(out: Path = typer.Argument(..., help="Folder to write the Flower App
 
 
 @fed_app.command("superlink")
-def superlink_cmd(port: int = typer.Option(9093, "--port", help="The SuperLink's one port (Fleet, Control and "
+def superlink_cmd(port: int = typer.Option(9093, "--port", **PORT, help="The SuperLink's one port (Fleet, Control and "
                                            "Runtime APIs) on --host."),
                   host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
                   database: Optional[Path] = typer.Option(None, "--database", help="SQLite state file (default: "
@@ -100,6 +106,10 @@ def superlink_cmd(port: int = typer.Option(9093, "--port", help="The SuperLink's
     this environment (no dependency installation at run time)."""
     from visec.federated import require_flower
 
+    if database is not None:
+        from visec.paths import output_file
+
+        output_file(database, "--database")
     require_flower()
     from visec.federated.deploy import flower_env, superlink_command
 
@@ -109,15 +119,19 @@ def superlink_cmd(port: int = typer.Option(9093, "--port", help="The SuperLink's
 
 @fed_app.command("client")
 def client_cmd(superlink: str = typer.Option(..., "--superlink", help="The SuperLink, HOST:PORT."),
-               partition_id: int = typer.Option(0, "--partition-id", help="This client's share of a shared manifest."),
-               num_partitions: int = typer.Option(1, "--num-partitions", help="How many shares the manifest has."),
+               partition_id: int = typer.Option(0, "--partition-id", min=0, help="This client's share of a shared manifest."),
+               num_partitions: int = typer.Option(1, "--num-partitions", min=1, max=10_000,
+                                                  help="How many shares the manifest has."),
                manifest: Optional[Path] = typer.Option(None, "--manifest", help="This node's own data, used whole."),
-               port: Optional[int] = typer.Option(None, "--port", help="This SuperNode's own API port (one per "
+               port: Optional[int] = typer.Option(None, "--port", **PORT, help="This SuperNode's own API port (one per "
                                                   "node on a machine; Flower's default 9094)."),
                ) -> None:
     """Start a Flower SuperNode that runs visec's ClientApp on this node's data (insecure)."""
     from visec.federated import require_flower
 
+    if partition_id >= num_partitions:
+        raise typer.BadParameter(f"{partition_id} is not a share of --num-partitions {num_partitions} "
+                                 f"(0 to {num_partitions - 1})", param_hint="'--partition-id'")
     require_flower()
     from visec.federated.deploy import flower_env, supernode_command
 

@@ -20,12 +20,19 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def _gallery_files(gallery: Path) -> tuple[list[Path], list[tuple[str, str]]]:
-    from visec.apps.analyze import sniff
+    import os
 
-    if not gallery.is_dir():
-        raise VisecError(f"--gallery {gallery}: not a folder")
+    from visec.apps.analyze import sniff
+    from visec.paths import entry_problem, shown
+
+    if entry_problem(gallery) is not None or not os.path.isdir(gallery):
+        raise VisecError(f"--gallery {shown(gallery)}: not a folder")
     files, skipped = [], []
-    for f in sorted(p for p in gallery.rglob("*") if not p.is_dir()):
+    for f in sorted(p for p in gallery.rglob("*") if not os.path.isdir(p)):
+        problem = entry_problem(f)  # never opened: a FIFO would block, a dangling link would fail
+        if problem is not None:
+            skipped.append((shown(f), problem))
+            continue
         with open(f, "rb") as fh:
             kind = sniff(fh.read(32))
         (files.append(f) if kind and kind[0] == "image" else skipped.append((str(f), "not an image")))
@@ -104,8 +111,11 @@ def retrieve_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the ranking as JSON."),
 ) -> None:
     """Rank the photos of a folder for a query sketch with a trained SBKA run."""
-    if not query.is_file():
-        raise VisecError(f"--query {query}: file not found")
+    from visec.paths import file_problem, shown
+
+    problem = file_problem(query)
+    if problem is not None:
+        raise VisecError(f"--query {shown(query)}: {'file not found' if problem == 'not found' else problem}")
     files, skipped = _gallery_files(gallery)
     order, dist, used = retrieve(run, query, files, matching=matching, k=k, m=m)
     ranked = [{"rank": r + 1, "path": str(files[i]), "distance": round(d, 6)}

@@ -9,19 +9,25 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from visec.options import SEED
+
 tit_app = typer.Typer(no_args_is_help=True, help="Trustworthy identity tracing (TIT): simulate, trace, explain.")
 console = Console(width=200)
 
 
 @tit_app.command("simulate")
 def simulate_cmd(out: Path = typer.Option(..., "--out", help="Population CSV to write (+ .schema.json, .queries.csv)."),
-                 objects: int = typer.Option(1000, "--objects"),
-                 attributes: int = typer.Option(20, "--attributes"),
-                 seed: int = typer.Option(0, "--seed"),
+                 objects: int = typer.Option(1000, "--objects", min=1, max=10_000_000),
+                 attributes: int = typer.Option(20, "--attributes", min=1, max=10_000),
+                 seed: int = typer.Option(0, "--seed", **SEED),
                  regime: str = typer.Option("realistic", "--regime", help="clean, realistic or harsh."),
-                 queries: Optional[int] = typer.Option(None, "--queries", help="Number of queries (default 200).")) -> None:
+                 queries: Optional[int] = typer.Option(None, "--queries", min=0, max=10_000_000,
+                                                       help="Number of queries (default 200).")) -> None:
     """Write a seeded population with twins, noise and missing values, plus a query set."""
     from visec.identity.simulate import write_simulation
+    from visec.paths import output_file
+
+    output_file(out)
 
     paths = write_simulation(out, objects, attributes, seed, regime, queries)
     for kind, path in paths.items():
@@ -34,9 +40,12 @@ def trace_cmd(population: Path = typer.Option(..., "--population", help="Populat
               schema: Optional[Path] = typer.Option(None, "--schema", help="Schema JSON (default: the sidecar)."),
               mode: str = typer.Option("noisy", "--mode", help="noisy or crisp."),
               out: Path = typer.Option(Path("runs/tit"), "--out", help="Folder for result cards and the report."),
-              seed: int = typer.Option(0, "--seed")) -> None:
+              seed: int = typer.Option(0, "--seed", **SEED)) -> None:
     """Trace every query with TIT and the baselines; print a JSON summary and write cards + report."""
     from visec.apps.bench_tit import HEADLINE, evaluation_card, tit_report
+    from visec.paths import output_folder
+
+    output_folder(out)
     from visec.identity.evaluate import run_baselines
     from visec.identity.schema import read_population, read_queries
 

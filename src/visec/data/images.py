@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,21 +15,75 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from visec.errors import DataError
+from visec.paths import file_problem, shown
+
+#: The most pixels an image may declare before visec decodes it (a 6,300 x 6,300 image). A
+#: decompression bomb declares far more in a few bytes; every reader checks the declared size
+#: against this one limit (:func:`check_pixels`) before decoding.
+MAX_PIXELS = 40_000_000
 
 
-def load_rgb(path: str | os.PathLike) -> np.ndarray:
+def pixels_problem(width: int, height: int, max_pixels: int = MAX_PIXELS) -> str | None:
+    """The reason to refuse an image declaring ``width x height`` pixels, or ``None``: the one rule
+    for decompression bombs."""
+    if int(width) * int(height) > max_pixels:
+        return (f"the image declares {width} x {height} pixels, more than the limit of {max_pixels:,} "
+                f"(a decompression bomb, or raise max_pixels)")
+    return None
+
+
+def check_pixels(width: int, height: int, label: str, max_pixels: int = MAX_PIXELS) -> None:
+    """:func:`pixels_problem` as a one-line :class:`DataError` naming ``label``."""
+    reason = pixels_problem(width, height, max_pixels)
+    if reason is not None:
+        raise DataError(f"{label}: {reason}")
+
+
+def image_problem(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> str | None:
+    """Why ``path`` must not be decoded as an image (not a regular file, or a declared size over
+    ``max_pixels``), read from the file system and the header only; ``None`` otherwise (which does
+    not promise that it decodes)."""
+    reason = file_problem(path)
+    if reason is not None:
+        return reason
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+    except Image.DecompressionBombError:
+        return "a decompression bomb (declared size over PIL's limit)"
+    except Exception:  # noqa: BLE001  (a header PIL cannot read: let the decoder say so)
+        return None
+    return pixels_problem(w, h, max_pixels)
+
+
+def load_rgb(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode an image file to ``uint8`` RGB ``(H, W, 3)``.
 
     Grayscale, palette, CMYK, 16-bit and alpha images are converted to RGB. A missing, empty,
-    truncated or undecodable file raises :class:`DataError` naming the file and the reason.
+    truncated or undecodable file, anything but a regular file (a FIFO, a device, a dangling or
+    looping symbolic link) and an image declaring more than ``max_pixels`` pixels (a decompression
+    bomb, :func:`check_pixels`) raise :class:`DataError` naming the file and the reason.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    reason = file_problem(path)
+    if reason is not None:
+        raise DataError(f"{shown(path)}: {'file not found' if reason == 'not found' else reason}")
     if path.stat().st_size == 0:
-        raise DataError(f"{path}: empty file (0 bytes)")
+        raise DataError(f"{shown(path)}: empty file (0 bytes)")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{shown(path)}: refused as a decompression bomb ({str(exc).splitlines()[0]})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{shown(path)}: cannot decode image ({reason})") from None
+    try:
+        with im:
+            check_pixels(*im.size, shown(path), max_pixels)
             im.load()  # full decode: a truncated file fails here, not later in a batch
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.float64)
@@ -40,7 +95,7 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
             return np.asarray(im, dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{path}: cannot decode image ({reason})") from None
+        raise DataError(f"{shown(path)}: cannot decode image ({reason})") from None
 
 
 @dataclass

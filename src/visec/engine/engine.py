@@ -11,6 +11,7 @@ import datetime as _dt
 import logging
 import math
 import os
+import pickle
 import time
 import warnings
 from pathlib import Path
@@ -20,6 +21,7 @@ import lightning as L
 import pandas as pd
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback
 
 from visec.config import DataConfig, RunConfig, load_config
@@ -29,7 +31,7 @@ from visec.checkpoint import (load_into, load_state_dict_file, read_sidecar,
                                      save_checkpoint, sidecar_path)
 from visec.engine.method import method_of
 from visec.engine.module import BinaryDetector, MethodModule
-from visec.errors import CheckpointError, ConfigError
+from visec.errors import CheckpointError, ConfigError, DataError
 from visec.cards import ResultCard, code_version
 
 CONFIG_FILE = "config.yaml"
@@ -214,6 +216,37 @@ class _FileCheckpointIO(TorchCheckpointIO):
         torch.save(checkpoint, tmp)
         os.replace(tmp, path)
 
+    def load_checkpoint(self, path: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Lightning's reader of ``last.ckpt`` (resume), whose refusals (a truncated file, another
+        kind of file, an object ``weights_only=True`` will not unpickle) become one-line
+        :class:`CheckpointError` naming the file."""
+        try:
+            state = super().load_checkpoint(path, *args, **kwargs)
+        except Exception as exc:  # zip and pickle errors, EOF, unsupported globals ...
+            text = str(exc)
+            why = ("it holds objects other than tensors and plain values, which visec never unpickles"
+                   if "Weights only load failed" in text else
+                   "truncated, or not a file torch.save wrote" if "PytorchStreamReader" in text or
+                   isinstance(exc, (EOFError, KeyError, pickle.UnpicklingError))
+                   else f"{type(exc).__name__}: {_first_line(exc, 120)}")
+            raise CheckpointError(f"cannot resume from {path}: not a training state visec can load "
+                                  f"with weights_only=True ({why})") from None
+        missing = [k for k in ("state_dict", "optimizer_states", "epoch", "global_step")
+                   if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise CheckpointError(f"cannot resume from {path}: not a Lightning training state "
+                                  f"(no {', '.join(missing)})")
+        return state
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's first line without terminal colour codes, at most ``limit`` characters."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
 
 class Engine:
     """Fit, test and predict any registered method from a :class:`RunConfig`."""
@@ -257,9 +290,15 @@ class Engine:
         if self.progress:
             kwargs["callbacks"] = [*kwargs["callbacks"], _progress_bar()]
         kwargs.update(overrides)
+        from visec.runtime import check_accelerator
+
+        check_accelerator(kwargs["accelerator"], kwargs["devices"])  # in visec's words, before Lightning's
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
-            trainer = L.Trainer(**kwargs)
+            try:
+                trainer = L.Trainer(**kwargs)
+            except MisconfigurationException as exc:  # settings no config check could foresee
+                raise ConfigError(f"train: Lightning refuses these settings: {_first_line(exc)}") from None
         # Deterministic algorithms, but without torch's debugging aid of filling every new tensor's
         # memory with NaN (which correct code never reads): that fill cost 15 % of a resnet18
         # training step here and changes no result.
@@ -295,7 +334,23 @@ class Engine:
                                                  if not (self.run_dir / f"logs-resume{k}").exists())
         trainer = self._trainer([ckpt], logger=CSVLogger(str(self.run_dir), name="", version=version))
         start = time.perf_counter()
-        trainer.fit(module, datamodule=dm, ckpt_path=str(state) if resume else None, weights_only=True)
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=str(state) if resume else None, weights_only=True)
+        except MisconfigurationException as exc:  # e.g. a limit_train_batches fraction under one batch
+            raise ConfigError(f"Lightning refused the run: {_first_line(exc)}") from None
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            if "Expected more than 1 value per channel" in str(exc):  # BatchNorm on a batch of one image
+                raise DataError(f"a training batch held a single image, which BatchNorm cannot train on "
+                                f"(split '{self.cfg.data.train_split}', data.batch_size="
+                                f"{self.cfg.data.batch_size}); change data.batch_size") from None
+            # the state read, but does not fit this model or optimiser (another method or override)
+            if resume and _raised_in(exc, "checkpoint_connector"):
+                raise CheckpointError(f"cannot resume from {state}: it does not match this run's model "
+                                      f"or optimiser ({_first_line(exc)})") from None
+            raise
+        if trainer.num_training_batches == 0:
+            raise DataError(f"training ran on no batch: the '{self.cfg.data.train_split}' split gave "
+                            f"0 batches; nothing was trained")
         return {"run_dir": self.run_dir, "best": self.run_dir / BEST, "last": self.run_dir / LAST,
                 "best_epoch": ckpt.best_epoch, "best_score": ckpt.best_score,
                 "fit_seconds": time.perf_counter() - start, "skipped": dm.skipped,
@@ -453,7 +508,11 @@ class Engine:
     # -- predict -----------------------------------------------------------------------------------
     def predict(self, manifest: str | Path, checkpoint: str | Path | None = None,
                 split: str | None = None) -> pd.DataFrame:
-        """Per-image fake probabilities for a manifest (all splits unless ``split`` is given)."""
+        """Per-image fake probabilities for a manifest (all splits unless ``split`` is given).
+
+        Unreadable images are skipped and reported as ``visec test`` reports them: the frame's
+        ``attrs["skipped"]`` holds ``{split: [(path, reason), ...]}`` (``data.on_bad_image=error``
+        stops at the first instead)."""
         module, _ = self.load_module(checkpoint)
         m = read_manifest(manifest)
         if split:
@@ -464,8 +523,19 @@ class Engine:
         index = torch.cat([o["index"] for o in out]).numpy()
         probs = torch.cat([o["prob"] for o in out]).numpy()
         df = dm.dataset("test").df.iloc[index]
-        return pd.DataFrame({"path": df["path"].to_numpy(), "video_id": df["video_id"].to_numpy(),
-                             "label": df["label"].to_numpy(), "prob": probs})
+        out = pd.DataFrame({"path": df["path"].to_numpy(), "video_id": df["video_id"].to_numpy(),
+                            "label": df["label"].to_numpy(), "prob": probs})
+        # the rows were all relabelled "test" above: report them under the split that was asked for
+        bad = [tuple(x) for items in dm.skipped.values() for x in items]
+        out.attrs["skipped"] = {split or "all splits": bad} if bad else {}
+        return out
+
+
+def _raised_in(exc: BaseException, module_name: str) -> bool:
+    """Whether ``exc`` was raised inside a file named ``module_name`` (``.py``), at any depth."""
+    import traceback
+
+    return any(Path(f.filename).stem == module_name for f in traceback.extract_tb(exc.__traceback__))
 
 
 def _progress_bar() -> Callback:

@@ -46,7 +46,7 @@ import pandas as pd
 
 from visec.errors import DataError
 from visec.identity.errors import IdentityError, SchemaError, unknown_attribute
-from visec.utils import json_safe
+from visec.utils import json_safe, parse_json
 
 KINDS = ("categorical", "ordinal", "numeric", "id")
 CONFUSIONS = ("uniform", "adjacent", "neighbours", "gaussian")
@@ -229,10 +229,18 @@ class Schema:
         if not path.is_file():
             raise DataError(f"schema file not found: {path}")
         try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise SchemaError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
-        return cls.from_dict(d)
+            d = parse_json(path.read_bytes())
+        except ValueError as e:  # not UTF-8, not JSON, duplicate keys, nested too deep
+            raise SchemaError(f"{path}: {e}") from None
+        if not isinstance(d, dict):
+            raise SchemaError(f"{path}: expected a JSON object (a TIT population schema), got {type(d).__name__}")
+        try:
+            return cls.from_dict(d)
+        except IdentityError as e:
+            raise SchemaError(f"{path}: {e}") from None
+        except (TypeError, ValueError, AttributeError) as e:  # a value of the wrong type in valid JSON
+            reason = (str(e).splitlines() or [type(e).__name__])[0][:160]
+            raise SchemaError(f"{path}: a field holds a value of the wrong type ({reason})") from None
 
 
 def infer_schema(population: pd.DataFrame) -> Schema:

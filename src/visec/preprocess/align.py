@@ -28,6 +28,24 @@ __all__ = [
 #: Side of the square the reference template is defined in, in pixels.
 REFERENCE_SIZE = 112
 
+#: The crop sides (pixels) and margins visec accepts from users (``visec preprocess``, ``detect``,
+#: ``analyze``): below 16 pixels no face survives, above 2048 a crop is a full photograph.
+CROP_SIZE_MIN, CROP_SIZE_MAX = 16, 2048
+MARGIN_MIN, MARGIN_MAX = 0.0, 2.0
+
+
+def check_crop(size: int, margin: float) -> None:
+    """A one-line :class:`~visec.errors.VisecError` naming ``size`` or ``margin`` when either lies
+    outside the range above."""
+    import math
+
+    from visec.errors import VisecError
+
+    if isinstance(size, bool) or int(size) != size or not CROP_SIZE_MIN <= size <= CROP_SIZE_MAX:
+        raise VisecError(f"size must be a whole number of pixels in [{CROP_SIZE_MIN}, {CROP_SIZE_MAX}], got {size!r}")
+    if not (math.isfinite(float(margin)) and MARGIN_MIN <= float(margin) <= MARGIN_MAX):
+        raise VisecError(f"margin must be in [{MARGIN_MIN:g}, {MARGIN_MAX:g}], got {margin!r}")
+
 #: Five-point template (x, y) in a 112x112 crop: the conventional ArcFace / InsightFace alignment
 #: layout (left eye, right eye, nose tip, left mouth corner, right mouth corner).
 REFERENCE_5PTS = np.array(

@@ -1,7 +1,8 @@
 """Face detectors with five landmarks, behind one small protocol.
 
 Every backend takes an RGB ``uint8`` image (H x W x 3) and returns a list of :class:`Face`
-(possibly empty; "no face" is never an exception). Landmarks follow one convention: left eye,
+(possibly empty; "no face" is never an exception, and an image of any size, 1 x 1 or 1 x 10,000
+included, is a valid input: too small a side simply holds no face). Landmarks follow one convention: left eye,
 right eye, nose tip, left mouth corner, right mouth corner, in image pixels, "left" meaning the
 smaller x in the image.
 
@@ -149,6 +150,7 @@ class MTCNNDetector:
         mtcnn_cls = _load_mtcnn_class()
         self.keep_all = bool(keep_all)
         self.batch_size = max(1, int(batch_size))
+        self.min_face_size = int(min_face_size)
         self.model = mtcnn_cls(keep_all=self.keep_all, device=device,
                                thresholds=list(thresholds), min_face_size=int(min_face_size))
 
@@ -163,8 +165,15 @@ class MTCNNDetector:
             faces = [pick_face(faces, "score")]
         return faces
 
+    def _too_small(self, img: np.ndarray) -> bool:
+        # MTCNN's image pyramid starts at min_face_size: a smaller side has no scale to search at
+        # (facenet-pytorch would fail on an empty list), so such an image holds no detectable face.
+        return min(img.shape[:2]) < max(self.min_face_size, 12)
+
     def detect(self, rgb: np.ndarray) -> list[Face]:
         img = _check_rgb(rgb)
+        if self._too_small(img):
+            return []
         boxes, probs, points = self.model.detect(img, landmarks=True)
         return self._faces(boxes, probs, points)
 
@@ -175,7 +184,9 @@ class MTCNNDetector:
         by_shape: dict[tuple, list[int]] = {}
         for i, im in enumerate(imgs):
             by_shape.setdefault(im.shape, []).append(i)
-        for idxs in by_shape.values():
+        for shape, idxs in by_shape.items():
+            if self._too_small(imgs[idxs[0]]):
+                continue  # no face can be found (left as [])
             for start in range(0, len(idxs), self.batch_size):
                 chunk = idxs[start:start + self.batch_size]
                 if len(chunk) == 1:
@@ -224,6 +235,8 @@ class DlibDetector:
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         img = _check_rgb(rgb)
+        if img.size == 0:
+            return []
         rects, scores, _ = self.detector.run(img, self.upsample, self.adjust_threshold)
         faces = []
         for rect, score in zip(rects, scores):
@@ -264,7 +277,10 @@ class HaarDetector:
     def detect(self, rgb: np.ndarray) -> list[Face]:
         import cv2
 
-        gray = cv2.cvtColor(_check_rgb(rgb), cv2.COLOR_RGB2GRAY)
+        img = _check_rgb(rgb)
+        if min(img.shape[:2]) < self.min_size:  # smaller than the smallest face searched for
+            return []
+        gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
         rects, _, weights = self.classifier.detectMultiScale3(
             gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
             minSize=(self.min_size, self.min_size), outputRejectLevels=True)

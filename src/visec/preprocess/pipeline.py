@@ -11,8 +11,12 @@ image rows of one ``video_id`` form one unit of work). Outputs:
   source file relative to ``out_dir``), ``landmarks`` (5 x 2, crop pixels) and ``det_score``.
 * ``out_dir/preprocess_report.json`` -- :class:`PreprocessReport`: every frame that could not be
   read and every frame without a face is counted *and* listed; videos that cannot be opened and
-  videos where no frame has a face are listed by path. Nothing is dropped silently, and a missing
-  face is never an exception.
+  videos where no frame has a face are listed by path, and every video file's decoded vs declared
+  frame count is kept (``video_frames``): a truncated or scrambled video is sampled among the frames
+  that decode, and one of which fewer than half decode gets a warning line in :meth:`summary`.
+  Image rows naming anything but a regular file (a FIFO, a device, a dangling or looping link, a
+  name too long for the file system) or a decompression bomb are never opened; they count as
+  unreadable with the reason. Nothing is dropped silently, and a missing face is never an exception.
 * ``out_dir/.done/<hash>.json`` -- one record per finished video, written atomically after its
   crops. A rerun skips a video whose record matches the current settings, the source file's size
   and modification time, and whose crops all still exist, so an interrupted run loses at most the
@@ -42,10 +46,12 @@ import numpy as np
 
 from visec.data.manifest import Manifest, make_record, read_manifest, write_manifest
 from visec.errors import DataError, ManifestError, VisecError
-from visec.preprocess.align import align_face, transform_points
+from visec.data.images import image_problem
+from visec.paths import output_folder
+from visec.preprocess.align import align_face, check_crop, transform_points
 from visec.preprocess.detect import build_detector, pick_face
 from visec.data.sampling import sample_indices
-from visec.preprocess.video import count_frames, read_frames
+from visec.preprocess.video import PARTIAL_WARN_FRACTION, frame_counts, read_frames
 from visec.utils import json_safe
 
 __all__ = ["preprocess", "PreprocessReport", "DONE_DIR", "REPORT_NAME"]
@@ -76,7 +82,15 @@ class PreprocessReport:
     frames_unread: list[tuple[str, int]] = field(default_factory=list)
     frames_without_face: list[tuple[str, int]] = field(default_factory=list)
     frames_written: int = 0
+    # per video file: {"video_id", "path", "frames_expected" (declared by the container),
+    # "frames_decoded"}; a truncated or scrambled video has fewer decoded than expected
+    video_frames: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+
+    @property
+    def videos_partial(self) -> list[dict[str, Any]]:
+        """The videos of which fewer frames decode than their container declares."""
+        return [v for v in self.video_frames if v["frames_decoded"] < v["frames_expected"]]
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -106,8 +120,16 @@ class PreprocessReport:
             f"{len(self.frames_unread)} unreadable, {len(self.frames_without_face)} without a face, "
             f"{self.frames_written} crops written",
         ]
+        partial = self.videos_partial
+        if partial:
+            lines.append(f"partly decodable videos: {len(partial)} (decoded vs declared frames of every "
+                         f"video in {REPORT_NAME})")
         for v in self.videos_unreadable:
             lines.append(f"  unreadable: {v['path']}: {v['reason']}")
+        for v in partial:
+            if v["frames_decoded"] < PARTIAL_WARN_FRACTION * v["frames_expected"]:
+                lines.append(f"  warning: {v['path']}: only {v['frames_decoded']} of the {v['frames_expected']} "
+                             f"frames its container declares decode (truncated or damaged)")
         return "\n".join(lines)
 
 
@@ -255,19 +277,26 @@ def _process_job(job: dict[str, Any], ctx: dict[str, Any], detector: Any = None)
         if job["kind"] == "video":
             item = job["items"][0]
             src = root / item["path"]
+            counts = frame_counts(src)
+            result["frames_expected"], result["frames_decoded"] = counts.expected, counts.decoded
             if item["frames"]:
                 indices = sorted(set(item["frames"]))
             else:
-                indices = sample_indices(count_frames(src), ctx["n_frames"])
+                indices = sample_indices(counts.decoded, ctx["n_frames"])
             for idx, rgb in read_frames(src, indices):
                 frames.append((item["path"], idx, f"{idx:06d}.png", rgb))
         else:
+            first_problem = None
             for item in job["items"]:
-                bgr = cv2.imread(str(root / item["path"]), cv2.IMREAD_COLOR)
+                # never opened: a FIFO, a device, a dangling or looping link, a decompression bomb
+                problem = image_problem(root / item["path"])
+                bgr = None if problem else cv2.imread(str(root / item["path"]), cv2.IMREAD_COLOR)
                 rgb = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                first_problem = first_problem or problem
                 frames.append((item["path"], item["frame"], item["name"], rgb))
             if all(f[3] is None for f in frames):
                 raise DataError(f"cannot read image {root / job['items'][0]['path']}"
+                                + (f": {first_problem}" if first_problem else "")
                                 + (f" (nor the {len(frames) - 1} other image(s) of this video_id)"
                                    if len(frames) > 1 else ""))
     except (DataError, cv2.error) as exc:
@@ -365,6 +394,8 @@ def preprocess(
         raise VisecError(f"n_frames must be positive, got {n_frames}")
     if int(workers) < 1:
         raise VisecError(f"workers must be >= 1, got {workers}")
+    check_crop(size, margin)
+    output_folder(out_dir, "out_dir")
     if face_policy not in ("largest", "score"):
         raise VisecError(f"face_policy must be 'largest' or 'score', got {face_policy!r}")
     m = manifest if isinstance(manifest, Manifest) else read_manifest(manifest, check_files=False)
@@ -449,6 +480,10 @@ def preprocess(
             report.videos_processed += 1
         if res["status"] == "no_face":
             report.videos_without_face.append(res["path"])
+        if res.get("frames_expected") is not None:
+            report.video_frames.append({"video_id": vid, "path": res["path"],
+                                        "frames_expected": int(res["frames_expected"]),
+                                        "frames_decoded": int(res["frames_decoded"])})
         report.frames_requested += res["frames_requested"]
         report.frames_read += res["frames_read"]
         report.frames_unread.extend((p, int(i)) for p, i in res["frames_unread"])

@@ -11,14 +11,16 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
 from visec.errors import DataError
+from visec.paths import file_problem, shown
 
-__all__ = ["count_frames", "read_frames", "open_video"]
+__all__ = ["count_frames", "frame_counts", "FrameCounts", "read_frames", "open_video", "PARTIAL_WARN_FRACTION"]
 
 
 def open_video(path: str | os.PathLike):
@@ -26,14 +28,17 @@ def open_video(path: str | os.PathLike):
     import cv2
 
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"video not found: {p}")
+    reason = file_problem(p)  # before opening: a FIFO or a device would never end
+    if reason == "not found":
+        raise DataError(f"video not found: {shown(p)}")
+    if reason is not None:
+        raise DataError(f"cannot read video {shown(p)}: {reason}")
     if p.stat().st_size == 0:
-        raise DataError(f"cannot read video {p}: the file is empty (0 bytes)")
+        raise DataError(f"cannot read video {shown(p)}: the file is empty (0 bytes)")
     cap = cv2.VideoCapture(str(p))
     if not cap.isOpened():
         cap.release()
-        raise DataError(f"cannot read video {p}: OpenCV could not open it (corrupt file or "
+        raise DataError(f"cannot read video {shown(p)}: OpenCV could not open it (corrupt file or "
                         f"unsupported codec)")
     return cap
 
@@ -55,8 +60,37 @@ def _count_by_decoding(path: Path) -> int:
         cap.release()
 
 
-def count_frames(path: str | os.PathLike) -> int:
-    """Number of decodable frames in the video (container count, verified; else counted).
+#: A video of which fewer than this fraction of the frames its container declares decode is
+#: named in a warning line by ``visec detect`` and ``visec preprocess`` (truncated or scrambled).
+PARTIAL_WARN_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class FrameCounts:
+    """How many frames a video's container declares (``expected``; the decoded count when the
+    container does not say, or says fewer) and how many actually decode (``decoded``)."""
+
+    expected: int
+    decoded: int
+
+    @property
+    def partial(self) -> bool:
+        """Fewer frames decode than the container declares (a truncated or scrambled file)."""
+        return self.decoded < self.expected
+
+    @property
+    def badly_partial(self) -> bool:
+        """Fewer than :data:`PARTIAL_WARN_FRACTION` of the declared frames decode."""
+        return self.decoded < PARTIAL_WARN_FRACTION * self.expected
+
+    def describe(self) -> str:
+        """``"12 of 30 declared frames decode"`` (``""`` when every declared frame decodes)."""
+        return f"{self.decoded} of {self.expected} declared frames decode" if self.partial else ""
+
+
+def frame_counts(path: str | os.PathLike) -> FrameCounts:
+    """The frames the container declares and the frames that decode (the container's count, when
+    its last frame decodes and the next does not; else counted by decoding).
 
     Raises :class:`DataError` when the file cannot be opened or holds no decodable frame.
     """
@@ -75,8 +109,17 @@ def count_frames(path: str | os.PathLike) -> int:
         cap.release()
     n = claimed if verified else _count_by_decoding(p)
     if n <= 0:
-        raise DataError(f"cannot read video {p}: no decodable frame")
-    return n
+        raise DataError(f"cannot read video {shown(p)}: no decodable frame"
+                        + (f" (the container declares {claimed})" if claimed > 0 else ""))
+    return FrameCounts(expected=max(claimed, n), decoded=n)
+
+
+def count_frames(path: str | os.PathLike) -> int:
+    """Number of decodable frames in the video (container count, verified; else counted).
+
+    Raises :class:`DataError` when the file cannot be opened or holds no decodable frame.
+    """
+    return frame_counts(path).decoded
 
 
 def _to_rgb(frame: np.ndarray) -> np.ndarray:

@@ -4,7 +4,8 @@ Each builder is registered in :data:`visec.registry.DATASETS` and called as
 ``builder(root, **options) -> pandas.DataFrame``; rows have paths relative to ``root``, and
 ``df.attrs`` holds ``skipped`` (files seen but not used, each ``(relative path, reason)``) and
 ``missing`` (what the layout promises but is not on disk). :func:`build_manifest` runs one, writes
-the manifest and a report beside it::
+the manifest and a report beside it (with ``warnings``: a manifest of one class only, and on a
+re-run the files whose sha256 changed since the previous build)::
 
     from visec.data.builders import build_manifest
     build_manifest("ffpp", "/data/FaceForensics++", compression="c40")   # -> /data/FaceForensics++/manifest.jsonl
@@ -32,7 +33,8 @@ from typing import Any
 import pandas as pd
 
 from visec.data.builders import celebdf, dfd, ffpp, generic, seqdeepfake, wilddeepfake  # noqa: F401  (registers them)
-from visec.data.manifest import write_manifest
+from visec.data.manifest import read_manifest, write_manifest
+from visec.errors import VisecError
 from visec.registry import DATASETS
 from visec.utils import json_safe
 
@@ -66,13 +68,41 @@ def rebase_paths(df: pd.DataFrame, root: str | os.PathLike, folder: str | os.Pat
     return df
 
 
-def _report(name: str, root: Path, out: Path, df: pd.DataFrame, options: dict[str, Any]) -> dict[str, Any]:
+def _changed_hashes(out: Path, df: pd.DataFrame) -> tuple[list[str], str | None]:
+    """Paths of the manifest already at ``out`` whose recorded sha256 differs from the new build's
+    (a file replaced or corrupted since the last build), and a note when none could be compared."""
+    if not out.is_file():
+        return [], None
+    try:
+        old = read_manifest(out, check_files=False).hashes()
+    except VisecError as exc:
+        return [], f"the previous manifest could not be read, so no hash was compared ({exc})"
+    new = dict(zip(df["path"], df["sha256"]))
+    if not any(new.values()):
+        return [], "hashes were not computed (hash=false), so none was compared with the previous manifest"
+    return sorted(p for p, h in new.items() if h and old.get(p) and old[p].lower() != h.lower()), None
+
+
+def _report(name: str, root: Path, out: Path, df: pd.DataFrame, options: dict[str, Any],
+            changed: list[str] | None = None, compare_note: str | None = None) -> dict[str, Any]:
     counts: dict[str, dict[str, dict[str, int]]] = {}
     for (split, manipulation), part in df.groupby(["split", "manipulation"], sort=True):
         counts.setdefault(str(split), {})[str(manipulation)] = {
             "rows": int(len(part)), "videos": int(part["video_id"].nunique())}
     skipped = df.attrs.get("skipped", [])
     missing = df.attrs.get("missing", [])
+    changed = changed or []
+    warnings = []
+    labels = sorted(df["label"].unique().tolist())
+    if len(labels) < 2:
+        warnings.append(f"only one class in the manifest (every row is {'real' if labels == [0] else 'fake'}): "
+                        f"a detector trained or tested on it needs both real and fake samples")
+    if changed:
+        shown = ", ".join(changed[:3]) + (" ..." if len(changed) > 3 else "")
+        warnings.append(f"{len(changed)} file(s) changed since the previous build of {out.name} "
+                        f"(sha256 differs): {shown}")
+    if compare_note:
+        warnings.append(compare_note)
     return {
         "builder": name,
         "dataset": sorted(df["dataset"].unique().tolist()),
@@ -88,6 +118,9 @@ def _report(name: str, root: Path, out: Path, df: pd.DataFrame, options: dict[st
         "missing_count": len(missing),
         "missing": [{"path": p, "reason": r} for p, r in missing],
         "notes": list(df.attrs.get("notes", [])),
+        "hash_changed_count": len(changed),
+        "hash_changed": changed,
+        "warnings": warnings,
     }
 
 
@@ -97,7 +130,9 @@ def build_manifest(name: str, root: str | os.PathLike, out: str | os.PathLike | 
 
     ``out`` may lie anywhere: paths are rewritten relative to its folder. An existing folder as
     ``out`` means ``out/manifest.jsonl``. Also writes :func:`report_path` (counts per split and
-    manipulation, skipped and missing files). Prints nothing; returns the manifest path.
+    manipulation, skipped and missing files, and its ``warnings``: one class only; on a re-run, the
+    files whose sha256 differs from the previous manifest at ``out``). Prints nothing; returns the
+    manifest path.
     """
     entry = DATASETS.get(name)  # unknown names get "did you mean"
     df = entry.obj(Path(root), **options)
@@ -108,7 +143,8 @@ def build_manifest(name: str, root: str | os.PathLike, out: str | os.PathLike | 
     attrs = dict(df.attrs)
     df = rebase_paths(df, root, out.parent)
     df.attrs.update(attrs)
+    changed, note = _changed_hashes(out, df)  # a re-run: files whose bytes changed since
     path = write_manifest(df, out)
-    report = _report(name, root, path, df, options)
+    report = _report(name, root, path, df, options, changed, note)
     report_path(path).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return path

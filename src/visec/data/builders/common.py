@@ -19,6 +19,10 @@ Rules shared by all builders:
 * When the same video is found twice (``videos/000.mp4`` and ``frames/000/``, or ``000.mp4`` and
   ``000.avi``) one copy is used, chosen by the ``prefer`` option (``frames`` by default), and the
   other is recorded as skipped.
+* Only folders and regular files are walked (symbolic links followed). Everything else met on the
+  way is recorded as skipped with what it is, never opened (a FIFO would block the hashing for ever):
+  FIFOs, devices and sockets, dangling links, link loops (``a -> a``, and a link back to a folder
+  already walked), names too long for the file system and folders that cannot be listed.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import pandas as pd
 
 from visec.data.manifest import SPLITS, make_record, media_kind, seeded_split, validate
 from visec.errors import ManifestError
+from visec.paths import entry_problem, os_reason, shown
 from visec.utils import did_you_mean
 
 VIDEO_SUBDIRS = ("videos",)
@@ -43,58 +48,80 @@ _DIGITS = re.compile(r"\d+")
 
 
 # -- small utilities -----------------------------------------------------------------------------
-def entries(folder: str | os.PathLike) -> list[os.DirEntry]:
-    """The entries of ``folder`` sorted by name (deterministic across file systems)."""
-    with os.scandir(folder) as it:
-        return sorted(it, key=lambda e: e.name)
+#: ``skip(path, reason)``: where the walkers report what they leave out (``Collector.skip``).
+Skip = Callable[[str, str], None]
+
+LINK_LOOP = "a symbolic link back to a folder already walked (a loop)"
 
 
-def walk_files(folder: str | os.PathLike) -> list[Path]:
-    """Every file below ``folder``, depth first, sorted by name at each level; follows symlinks once."""
-    out: list[Path] = []
-    seen: set[str] = set()
+def entries(folder: str | os.PathLike, skip: Skip | None = None) -> list[os.DirEntry]:
+    """The folders and regular files in ``folder`` (symbolic links followed), sorted by name
+    (deterministic across file systems).
 
-    def visit(d: str) -> None:
-        real = os.path.realpath(d)
-        if real in seen:  # a symlink loop
-            return
-        seen.add(real)
-        for e in entries(d):
-            if e.is_dir():
-                visit(e.path)
-            elif e.is_file():
-                out.append(Path(e.path))
+    Anything else -- a FIFO, a device, a socket, a dangling or looping link, a name too long for
+    the file system -- is left out and handed to ``skip(path, reason)``; so is ``folder`` itself
+    when it cannot be listed (without ``skip`` that is a :class:`ManifestError`)."""
+    try:
+        with os.scandir(folder) as it:
+            items = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        if skip is None:
+            raise ManifestError(f"cannot list folder {shown(folder)}: {os_reason(exc)}") from None
+        skip(os.fspath(folder), f"folder that cannot be listed: {os_reason(exc)}")
+        return []
+    good = []
+    for e in items:
+        reason = entry_problem(e)
+        if reason is None:
+            good.append(e)
+        elif skip is not None:
+            skip(e.path, reason)
+    return good
 
-    visit(os.fspath(folder))
-    return out
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    """``entry.is_dir()`` for an entry :func:`entries` returned (a folder or a regular file)."""
+    try:
+        return entry.is_dir()
+    except OSError:  # changed since it was listed
+        return False
 
 
-def walk_folders(folder: str | os.PathLike) -> list[tuple[Path, list[Path]]]:
-    """``(folder, files directly in it)`` for ``folder`` and every folder below it, sorted, depth first."""
+def walk_files(folder: str | os.PathLike, skip: Skip | None = None) -> list[Path]:
+    """Every regular file below ``folder``, depth first, sorted by name at each level; follows
+    symlinks once. What is left out goes to ``skip`` (see :func:`entries`)."""
+    return [f for _, files in walk_folders(folder, skip) for f in files]
+
+
+def walk_folders(folder: str | os.PathLike, skip: Skip | None = None) -> list[tuple[Path, list[Path]]]:
+    """``(folder, regular files directly in it)`` for ``folder`` and every folder below it, sorted,
+    depth first; a link back to a folder already walked is not followed. What is left out goes to
+    ``skip`` (see :func:`entries`)."""
     out: list[tuple[Path, list[Path]]] = []
     seen: set[str] = set()
-
-    def visit(d: str) -> None:
+    stack = [os.fspath(folder)]  # depth first without recursion: a tree may nest thousands deep
+    top = os.path.join(os.path.realpath(stack[0]), "")
+    while stack:
+        d = stack.pop()
         real = os.path.realpath(d)
-        if real in seen:
-            return
+        # a link loop: back to a folder already walked, or up to a folder holding the walk's own top
+        if real in seen or (seen and top.startswith(os.path.join(real, ""))):
+            if skip is not None:
+                skip(d, LINK_LOOP)
+            continue
         seen.add(real)
-        items = entries(d)
-        out.append((Path(d), [Path(e.path) for e in items if e.is_file()]))
-        for e in items:
-            if e.is_dir():
-                visit(e.path)
-
-    visit(os.fspath(folder))
+        items = entries(d, skip)
+        out.append((Path(d), [Path(e.path) for e in items if not _is_dir(e)]))
+        stack.extend(reversed([e.path for e in items if _is_dir(e)]))
     return out
 
 
 def unwrap(folder: Path) -> Path:
     """Descend through wrapper folders that hold only a folder of the same name (``x/x/``, as some
     archives extract)."""
-    while folder.is_dir():
+    while os.path.isdir(folder):
         items = entries(folder)
-        if len(items) == 1 and items[0].is_dir() and items[0].name.lower() == folder.name.lower():
+        if len(items) == 1 and _is_dir(items[0]) and items[0].name.lower() == folder.name.lower():
             folder = Path(items[0].path)
         else:
             break
@@ -171,8 +198,10 @@ def parse_fraction(dataset: str, option: str, value: Any) -> float:
 def require_root(dataset: str, root: str | os.PathLike) -> Path:
     """The dataset root as an absolute path; raises when it is not an existing folder."""
     path = Path(root).expanduser().absolute()
-    if not path.is_dir():
-        raise ManifestError(f"{dataset}: dataset folder not found: {path}")
+    if not os.path.isdir(path):
+        problem = entry_problem(path)
+        what = "not found" if problem == "not found" else "is not a folder" if problem is None else problem
+        raise ManifestError(f"{dataset}: dataset folder {what}: {shown(path)}")
     return path
 
 
@@ -212,19 +241,30 @@ class Collector:
         self.rows: list[dict[str, Any]] = []
         self.skipped: list[tuple[str, str]] = []
         self.missing: list[tuple[str, str]] = []
+        self._skipped_set: set[tuple[str, str]] = set()
 
     # bookkeeping
     def rel(self, path: str | os.PathLike) -> str:
         return Path(os.path.relpath(path, self.root)).as_posix()
 
+    def _record(self, item: tuple[str, str]) -> None:
+        if item not in self._skipped_set:  # a folder listed twice records its odd entries once
+            self._skipped_set.add(item)
+            self.skipped.append(item)
+
     def skip(self, path: str | os.PathLike, reason: str) -> None:
         """Record one skipped file (or, with a trailing ``/`` in the path, a skipped folder)."""
-        self.skipped.append((self.rel(path) + ("/" if Path(path).is_dir() else ""), reason))
+        is_dir = entry_problem(path) is None and os.path.isdir(path)
+        self._record((self.rel(path) + ("/" if is_dir else ""), reason))
 
     def skip_folder(self, path: str | os.PathLike, reason: str) -> None:
         """Record a whole folder as skipped, counting the files in it."""
         n = len(walk_files(path))
-        self.skipped.append((self.rel(path) + "/", f"{reason} ({n} file{'s' if n != 1 else ''})"))
+        self._record((self.rel(path) + "/", f"{reason} ({n} file{'s' if n != 1 else ''})"))
+
+    def entries(self, folder: str | os.PathLike) -> list[os.DirEntry]:
+        """:func:`entries`, recording what it leaves out as skipped."""
+        return entries(folder, self.skip)
 
     def skip_video(self, video: Video, reason: str) -> None:
         if video.folder:
@@ -240,8 +280,8 @@ class Collector:
     def frame_folder(self, folder: Path, name: str) -> Video | None:
         """The images directly in ``folder`` as one video; other entries are recorded as skipped."""
         images: list[Path] = []
-        for e in entries(folder):
-            if e.is_dir():
+        for e in self.entries(folder):
+            if _is_dir(e):
                 self.skip_folder(e.path, "sub-folder inside a frame folder")
             elif media_kind(e.name) == "image":
                 images.append(Path(e.path))
@@ -263,26 +303,26 @@ class Collector:
         """
         found: list[Video] = []
         what = f"the {layout} layout" if layout else "the layout"
-        for e in entries(base):
+        for e in self.entries(base):
             p = Path(e.path)
-            if e.is_dir():
+            if _is_dir(e):
                 if e.name in video_subdirs:
-                    for f in entries(p):
-                        if f.is_dir():
+                    for f in self.entries(p):
+                        if _is_dir(f):
                             self.skip_folder(f.path, "folder inside a videos folder")
                         elif media_kind(f.name) == "video":
                             found.append(Video.single(Path(f.name).stem, Path(f.path)))
                         else:
                             self.skip(f.path, "not a video file")
                 elif e.name in frame_subdirs:
-                    for f in entries(p):
-                        if f.is_dir():
+                    for f in self.entries(p):
+                        if _is_dir(f):
                             v = self.frame_folder(Path(f.path), f.name)
                             if v is not None:
                                 found.append(v)
                         else:
                             self.skip(f.path, "file outside a per-video frame folder")
-                elif loose_frames and any(media_kind(x.name) == "image" for x in entries(p) if x.is_file()):
+                elif loose_frames and any(media_kind(x.name) == "image" for x in entries(p) if not _is_dir(x)):
                     v = self.frame_folder(p, e.name)
                     if v is not None:
                         found.append(v)
@@ -306,7 +346,7 @@ class Collector:
         extension, so they never clash with a video or a folder.
         """
         found: list[Video] = []
-        for folder, files in walk_folders(base):
+        for folder, files in walk_folders(base, self.skip):
             images = [f for f in files if media_kind(f.name) == "image"]
             if folder_is_video and folder != base and images:
                 found.append(Video.frames(Path(os.path.relpath(folder, base)).as_posix(), images, folder))

@@ -104,14 +104,14 @@ def build_ffpp(root: Path, *, compression: str = "c23", seed: int = 0, hash: boo
     ids, pairs = read_pair_splits(NAME, root)
     col = Collector(NAME, root, hash=hash)
 
-    for e in entries(root / "original_sequences"):
+    for e in col.entries(root / "original_sequences"):
         if e.name != "youtube":
             col.skip_folder(e.path, ELSEWHERE.get(e.name, "not a FaceForensics++ folder"))
     bases = [("real", youtube / compression)]
     fakes = root / "manipulated_sequences"
     present = set()
     if fakes.is_dir():
-        for e in entries(fakes):
+        for e in col.entries(fakes):
             if not e.is_dir():
                 col.skip(e.path, "not a manipulation folder")
             elif e.name in ELSEWHERE:

@@ -32,8 +32,8 @@ from typing import Any
 
 import pandas as pd
 
-from visec.data.builders.common import (Collector, Video, check_options, entries, group_split,
-                                        layout_error, parse_fractions, require_root)
+from visec.data.builders.common import (Collector, Video, check_options, group_split, layout_error,
+                                        parse_fractions, require_root)
 from visec.data.manifest import REAL, SPLITS
 from visec.errors import ManifestError
 from visec.registry import DATASETS
@@ -98,14 +98,14 @@ def build_generic(root: Path, *, seed: int = 0, hash: bool = True, fractions: An
         raise layout_error(NAME, root, "folders real/ and/or fake/ (or train/, val/, test/ holding them)")
     col = Collector(dataset, root, hash=hash)
     used_top = set(split_dirs or class_dirs)
-    for e in entries(root):
+    for e in col.entries(root):
         if e.is_dir() and e.name not in used_top:
             col.skip_folder(e.path, "not part of the generic layout")
 
     found: list[tuple[str | None, str, Video]] = []  # (split folder, manipulation, video)
     for split, base in ([(s, root / s) for s in split_dirs] or [(None, root)]):
         if split is not None:
-            for e in entries(base):
+            for e in col.entries(base):
                 if e.name not in (REAL, "fake"):
                     (col.skip_folder if e.is_dir() else col.skip)(e.path, "not a real/ or fake/ folder")
         if (base / REAL).is_dir():
@@ -114,9 +114,9 @@ def build_generic(root: Path, *, seed: int = 0, hash: bool = True, fractions: An
         fake = base / "fake"
         if not fake.is_dir():
             continue
-        loose = [Path(e.path) for e in entries(fake) if not e.is_dir()]
+        loose = [Path(e.path) for e in col.entries(fake) if not e.is_dir()]
         found += [(split, LOOSE_FAKE, v) for v in col.dedupe(col.loose(loose, fake), prefer)]
-        for e in entries(fake):
+        for e in col.entries(fake):
             if e.is_dir():
                 if e.name == REAL:
                     raise ManifestError(f"{NAME}: {e.path}: a manipulation cannot be called '{REAL}'")

@@ -67,7 +67,7 @@ def _resolve(fp: str, root: Path, base: Path, subset: str) -> Path | None:
         cands.append(base.joinpath(*parts[parts.index("images"):]))
     if p.is_absolute():
         cands.append(Path(fp))
-    return next((c for c in cands if parts and c.is_file()), None)
+    return next((c for c in cands if parts and os.path.isfile(c)), None)  # isfile: never raises (long names)
 
 
 def _read_csv(path: Path, col: Collector) -> list[tuple[int, str, str]]:
@@ -106,7 +106,7 @@ def build_seqdeepfake(root: Path, *, subset: str = "facial_components", hash: bo
         orig_dir = base / "images" / split / ORIGINAL_DIR
         if orig_dir.is_dir():
             for f in sorted(orig_dir.iterdir()):
-                if f.is_file() and media_kind(f.name) == "image":
+                if os.path.isfile(f) and media_kind(f.name) == "image":
                     originals.setdefault(f.stem, f)
         where_csv = col.rel(ann)
         for lineno, fp, raw in _read_csv(ann, col):
@@ -147,7 +147,7 @@ def build_seqdeepfake(root: Path, *, subset: str = "facial_components", hash: bo
                     video_id=f"{NAME}/{subset}/{manipulation}/{rel_below}", **extra)
     images = base / "images"
     if images.is_dir():
-        for f in walk_files(images):
+        for f in walk_files(images, col.skip):
             if media_kind(f.name) == "image" and f not in listed:
                 col.skip(f, "image not listed in any annotations CSV" +
                          (" (linked as an original)" if f in link_targets else ""))
