@@ -495,3 +495,19 @@ def test_an_output_of_the_wrong_kind_is_one_line_before_any_work(tmp_path, capsy
     err = _refused(capsys, argv, option)
     assert err.startswith("error:") and ("not a folder" in err or "is a folder" in err), err
     assert file.read_text() == "keep me" and not any(folder.iterdir())
+
+
+@pytest.mark.parametrize("method,override,phrase", [
+    ("mmnet", ["model.d_model=30"], "divisible by model.heads"),
+    ("mmnet", ["model.heads=3"], "divisible by model.heads"),
+    ("mmnet", ["model.d_model=18", "model.heads=2"], "multiple of 4"),
+    ("hfc_mffd", ["model.nhead=3"], "divisible by model.nhead"),
+])
+def test_widths_the_attention_cannot_split_are_one_line_errors(method, override, phrase):
+    from visec.config import load_config
+    from visec.engine.engine import build_module
+    from visec.errors import VisecError
+
+    with pytest.raises(VisecError) as info:
+        build_module(load_config(method, override))
+    assert phrase in str(info.value) and "\n" not in str(info.value)

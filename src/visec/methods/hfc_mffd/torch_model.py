@@ -186,6 +186,11 @@ class PatchBranch(nn.Module):
         self.backbone = backbone
         feat = backbone.num_features
         d = d_model or feat
+        if d % nhead:
+            from visec.errors import ConfigError
+
+            raise ConfigError(f"the token width {d} ({'model.d_model' if d_model else 'the backbone feature width'}) "
+                              f"must be divisible by model.nhead={nhead}")
         self.proj = nn.Identity() if d == feat else nn.Sequential(nn.Linear(feat, d), nn.ReLU(inplace=True))
         self.n_tokens = n_tokens
         self.patch_binary = mlp([d, *patch_hidden, 2], dropout)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch.utils.data import Dataset
 
 from visec.config import DataConfig, TrainConfig
@@ -70,6 +70,14 @@ class SequenceParams(BaseModel):
     embedded_root: str = EMBEDDED_ROOT
     synth: dict[str, Any] = Field(default_factory=dict)  # make_sequence_dataset options (identities, size...)
     identity_metric: bool = True  # dlib identity distance of recovered faces at test
+
+    @model_validator(mode="after")
+    def _check_widths(self) -> "SequenceParams":
+        if self.d_model % self.heads:
+            raise ValueError(f"model.d_model={self.d_model} must be divisible by model.heads={self.heads}")
+        if self.d_model % 4:
+            raise ValueError(f"model.d_model={self.d_model} must be a multiple of 4 (2-D sine positions)")
+        return self
 
     @property
     def is_mmnet(self) -> bool:
