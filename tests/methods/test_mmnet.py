@@ -124,6 +124,10 @@ def test_tiny_run_recovers_faces_better_than_the_identity_map(tiny_run, one_torc
     seq = card.metrics["sequence"]
     assert {"fixed_acc", "adaptive_acc", "csm", "csm@1", "csm@5", "ci"} <= set(seq)
     assert seq["csm@5"] == seq["csm"] and seq["csm@1"] >= seq["csm@2"] >= seq["csm"]
+    from visec.metrics import format_metrics
+
+    shown = format_metrics(card.metrics)  # what `visec train` / `visec test` print
+    assert f"adaptive_acc {seq['adaptive_acc']:.3f} [" in shown and "psnr_recovered" in shown
     scores = pd.read_csv(tiny_run.run_dir / "cards" / f"{card.slug()}.scores.csv")
     assert len(scores) == seq["n"] and {"true", "pred", "psnr_recovered", "psnr_forged"} <= set(scores.columns)
 

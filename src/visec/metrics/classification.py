@@ -442,8 +442,14 @@ def format_metrics(d: dict[str, Any]) -> str:
         # the classification metrics in their usual order, then any other named values (e.g. the
         # robust accuracies of an adversarial evaluation) in the order they were recorded
         names = [n for n in _METRIC_NAMES if n in vals] + [n for n in vals if n not in _METRIC_NAMES]
+        cis = vals.get("ci") if isinstance(vals.get("ci"), dict) else {}
         for name in names:
             m = vals.get(name)
+            if isinstance(m, (int, float)) and not isinstance(m, bool) and not name.startswith("n"):
+                # a plain value, its interval (if any) under "ci" (the sequence metrics' layout)
+                ci = cis.get(name)
+                items.append(f"{name} {_fmt(m)}" + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""))
+                continue
             if not isinstance(m, dict) or m.get("value") is None or isinstance(m["value"], (list, dict, str)):
                 continue
             text = f"{_DISPLAY.get(name, name)} {_fmt(m['value'])}"

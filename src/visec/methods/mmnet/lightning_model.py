@@ -361,7 +361,11 @@ def _recovery_extras(recovered: np.ndarray, rows: pd.DataFrame, root: Path, size
 
     forged = torch.stack([to_tensor(load_rgb(root / p), size) for p in rows["path"]]).numpy()
     orig = torch.stack([to_tensor(load_rgb(root / p), size) for p in rows["original"]]).numpy()
-    out = {"ssim_recovered": float(np.mean(ssim(recovered, orig))), "ssim_forged": float(np.mean(ssim(forged, orig)))}
+    if min(orig.shape[-2:]) >= 11:  # SSIM's 11x11 window
+        out = {"ssim_recovered": float(np.mean(ssim(recovered, orig))),
+               "ssim_forged": float(np.mean(ssim(forged, orig)))}
+    else:
+        out = {"ssim": f"not computed: {orig.shape[-1]} px images are smaller than SSIM's 11 px window"}
     if identity:
         from visec.metrics.sequence import DlibFaceEmbedder
 
