@@ -180,3 +180,42 @@ def test_an_unreadable_test_image_is_skipped_named_and_counted(tiny_run, seq_sma
     assert len(skipped) == 1 and skipped[0][0].endswith(victim)
     assert any("1 unreadable image(s) skipped" in n for n in card.notes)
     assert card.metrics["sequence"]["n"] == int((m.df["split"] == "test").sum()) - 1
+
+
+@pytest.mark.slow
+def test_attack_refuses_a_sequential_run_in_one_line(tiny_run, capsys):
+    from visec.cli import main
+
+    assert main(["attack", "--method", "pgd", "--model", str(tiny_run.run_dir), "--max-samples", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "robust accuracy of classifiers" in err and "sequential deepfake detection" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_corrupted_test_degrades_the_input_not_the_original(tiny_run):
+    clean = tiny_run.test()
+    jpeg = tiny_run.test(corruption="jpeg-20")
+    assert jpeg.protocol == "intra+jpeg-20" and clean.protocol == "intra"
+    a, b = clean.metrics["recovery"], jpeg.metrics["recovery"]
+    assert b["psnr_forged"] < a["psnr_forged"] - 0.3  # the inputs were degraded
+    assert b["ssim_forged"] < a["ssim_forged"]  # SSIM is measured on the same degraded inputs
+    assert b["n"] == a["n"]
+
+
+@pytest.mark.slow
+def test_predict_and_fed_refuse_a_sequential_run_in_one_line(tiny_run, seq_small, capsys):
+    from visec.cli import main
+
+    manifest = seq_small.manifests["facial_components"]
+    assert main(["predict", str(tiny_run.run_dir), "--data", str(manifest), "--out",
+                 str(tiny_run.run_dir / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "predict scores forgery detectors" in err and "visec detect" in err and "Traceback" not in err
+    from visec.config import load_config
+    from visec.errors import ConfigError
+    from visec.federated.server import check_federable
+
+    with pytest.raises(ConfigError, match="trains forgery detectors; 'mmnet' is sequential"):
+        check_federable(load_config("mmnet"))
+    check_federable(load_config("fedforgery"))  # a detector passes

@@ -32,6 +32,9 @@ def skipped_notes(skipped: dict[str, list]) -> list[str]:
                                                    for split, items in skipped.items() for p, why in items]
 
 
+ATTACKABLE_FAMILIES = ("forgery detection", "adversarial robustness")
+
+
 def model_of(module: nn.Module) -> nn.Module:
     """The pure network of a method's LightningModule (``.net``), or the module itself."""
     net = getattr(module, "net", None)
@@ -67,6 +70,12 @@ def run_attack(run_dir: str | Path, method: str = "pgd", *, checkpoint: str | Pa
     if device is not None:
         device = check_device(device)
     engine = Engine.from_run(run_dir)
+    from visec.engine.method import method_of
+
+    family = method_of(engine.cfg.method).family
+    if family not in ATTACKABLE_FAMILIES:  # robust accuracy needs a classifier: logits against labels
+        raise ConfigError(f"visec attack measures the robust accuracy of classifiers (forgery detectors, "
+                          f"adversarially trained models); '{engine.cfg.method}' is {family}")
     eps_value = run_budget(engine.cfg, eps_value)
     module, meta = engine.load_module(checkpoint)
     model = model_of(module).eval()

@@ -514,6 +514,11 @@ class Engine:
         ``attrs["skipped"]`` holds ``{split: [(path, reason), ...]}`` (``data.on_bad_image=error``
         stops at the first instead)."""
         module, _ = self.load_module(checkpoint)
+        if not isinstance(module, BinaryDetector):
+            raise ConfigError(f"predict scores forgery detectors (P(fake) per image); '{self.cfg.method}' is "
+                              f"{method_of(self.cfg.method).family or 'another kind of method'}"
+                              + ("; use visec detect (one face) or visec test (a manifest)"
+                                 if self.cfg.method == "mmnet" else ""))
         m = read_manifest(manifest)
         if split:
             m = m.split(split)

@@ -82,6 +82,10 @@ def flower_app(out: str | Path, config: str, overrides: list[str], run_dir: str 
     """Write a Flower App folder (``out/pyproject.toml``, nothing else) that runs visec's ServerApp
     and ClientApp with run config ``config`` (a visec config name or YAML path), ``overrides``
     (visec ``key=value`` overrides) and ``run-dir`` (the server's run folder); returns ``out``."""
+    from visec.config import load_config
+    from visec.federated.server import check_federable
+
+    check_federable(load_config(config, list(overrides)))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     project = {

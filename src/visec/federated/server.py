@@ -31,6 +31,16 @@ from visec.engine.engine import (BEST, CONFIG_FILE, FEDERATED_FILE, LAST, Engine
 from visec.errors import ConfigError, DivergedError, MetricError
 
 
+def check_federable(cfg: RunConfig) -> None:
+    """Federated training trains forgery detectors (the clients report frame AUC); another family is
+    refused in one line before any process starts."""
+    from visec.engine.method import method_of
+
+    family = method_of(cfg.method).family
+    if family != "forgery detection":
+        raise ConfigError(f"federated training (visec fed) trains forgery detectors; '{cfg.method}' is {family}")
+
+
 def error_line(reason: str) -> str:
     """The line of a client's error reply that names the exception (Ray wraps it in pages of context)."""
     import re
@@ -206,6 +216,7 @@ def run_federated(cfg: RunConfig, run_dir: str | Path, *, verbose: bool = False)
 
     if cfg.fed is None:
         raise ConfigError("federated training needs a fed section (fed.clients, fed.rounds, ...)")
+    check_federable(cfg)
     run_dir = Path(run_dir)
     if (run_dir / LAST).exists():
         raise ConfigError(f"run folder {run_dir} already holds a run; pick another name")

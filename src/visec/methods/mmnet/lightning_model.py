@@ -100,11 +100,15 @@ class SequenceDataset(Dataset):
     "index"}``; a horizontal flip (training) flips the face and its original together."""
 
     def __init__(self, df: pd.DataFrame, root: Path, image_size: int, train: bool, hflip: bool,
-                 memory_cache_mb: int) -> None:
+                 memory_cache_mb: int, corruption: str | None = None) -> None:
+        from visec.data.corruptions import parse_corruption
+
         self.df = df.reset_index(drop=True)
         self.root, self.size = root, image_size
         self.train, self.hflip = train, hflip and train
-        self.cache_mb = memory_cache_mb
+        # a corruption (evaluation only) degrades the input face, never the original it is compared to
+        self.corruption = parse_corruption(corruption)
+        self.cache_mb = memory_cache_mb if self.corruption is None else 0
         self.seqs = torch.tensor(np.array([list(s) for s in self.df["sequence"]], dtype=np.int64).reshape(-1, 5))
         self.has_original = ("original" in self.df and self.df["original"].notna().to_numpy()
                              if len(self.df) else np.zeros(0, bool))
@@ -126,7 +130,13 @@ class SequenceDataset(Dataset):
         return _as_float(cached)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        img = self._read(self.df.at[i, "path"])
+        if self.corruption is not None:  # seeded by the row, so a sweep repeats exactly
+            from visec.data.datamodule import to_tensor
+            from visec.data.images import load_rgb
+
+            img = to_tensor(self.corruption(load_rgb(self.root / self.df.at[i, "path"]), i), self.size)
+        else:
+            img = self._read(self.df.at[i, "path"])
         has = bool(self.has_original[i])
         orig = self._read(self.df.at[i, "original"]) if has else img
         if self.hflip and torch.rand(()) < 0.5:
@@ -180,8 +190,9 @@ class SequenceDataModule(SplitDataModule):
                     raise DataError(f"split '{split}': all {info.rows} image(s) are unreadable")
             self.info[split] = info
             cache = self.cfg.memory_cache_mb if self.cfg.num_workers == 0 else 0
-            self.sets[split] = SequenceDataset(df, m.root, self.cfg.image_size, train=split == self.cfg.train_split,
-                                               hflip=self.cfg.hflip, memory_cache_mb=cache)
+            train = split == self.cfg.train_split
+            self.sets[split] = SequenceDataset(df, m.root, self.cfg.image_size, train=train, hflip=self.cfg.hflip,
+                                               memory_cache_mb=cache, corruption=None if train else self.cfg.corruption)
         return self.sets[split]
 
     @property
@@ -271,7 +282,7 @@ class SequenceModule(MethodModule):
             self._record("psnr_rec", torch.as_tensor(psnr(out["recovered"].float(), batch["original"].float())))
             self._record("psnr_in", torch.as_tensor(psnr(batch["image"].float(), batch["original"].float())))
             if getattr(self, "_keep_images", False):
-                self._images.append((batch["index"], out["recovered"].cpu()))
+                self._images.append((batch["index"], out["recovered"].cpu(), batch["image"].cpu()))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch)
@@ -306,14 +317,18 @@ class SequenceModule(MethodModule):
                                              identity=self.params.identity_metric)
         self._images = []
 
-    def _recovered_images(self, n: int) -> np.ndarray | None:
+    def _recovered_images(self, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The recovered faces and the (possibly corrupted) inputs they came from, by row."""
         if not getattr(self, "_images", None):
             return None
-        idx = torch.cat([torch.as_tensor(i) for i, _ in self._images]).numpy()
-        imgs = torch.cat([x for _, x in self._images])
-        out = np.zeros((n, *imgs.shape[1:]), np.float32)
-        out[idx] = imgs.numpy()
-        return out
+        idx = torch.cat([torch.as_tensor(i) for i, _, _ in self._images]).numpy()
+        out = []
+        for k in (1, 2):
+            imgs = torch.cat([item[k] for item in self._images])
+            arr = np.zeros((n, *imgs.shape[1:]), np.float32)
+            arr[idx] = imgs.float().numpy()
+            out.append(arr)
+        return out[0], out[1]
 
 
 def _seq_text(rows: np.ndarray) -> list[str]:
@@ -321,7 +336,7 @@ def _seq_text(rows: np.ndarray) -> list[str]:
 
 
 def sequence_results(data: dict[str, np.ndarray], df: pd.DataFrame, train_seqs: np.ndarray, n_bootstrap: int,
-                     seed: int, recovered: np.ndarray | None = None, root: Path | None = None,
+                     seed: int, recovered: tuple[np.ndarray, np.ndarray] | None = None, root: Path | None = None,
                      image_size: int = 64, identity: bool = False) -> dict[str, Any]:
     """The test card's metrics and per-image scores from the recorded predictions."""
     from visec.metrics.sequence import majority_sequence_baseline, sequence_metrics, step_confusion
@@ -348,18 +363,20 @@ def sequence_results(data: dict[str, np.ndarray], df: pd.DataFrame, train_seqs: 
                        psnr_forged=float(data["psnr_in"][forged].mean()),
                        improved=float((data["psnr_rec"][forged] > data["psnr_in"][forged]).mean()))
             if recovered is not None and root is not None:
-                rec.update(_recovery_extras(recovered[idx][forged], rows[forged], root, image_size, identity))
+                rec.update(_recovery_extras(recovered[0][idx][forged], recovered[1][idx][forged], rows[forged],
+                                            root, image_size, identity))
         metrics["recovery"] = rec
     return {"metrics": metrics, "scores": scores, "n": int(len(idx))}
 
 
-def _recovery_extras(recovered: np.ndarray, rows: pd.DataFrame, root: Path, size: int, identity: bool) -> dict:
-    """SSIM of recovered and forged faces to the originals, and dlib's identity distance."""
+def _recovery_extras(recovered: np.ndarray, forged: np.ndarray, rows: pd.DataFrame, root: Path, size: int,
+                     identity: bool) -> dict:
+    """SSIM of the recovered faces and of the inputs (forged, degraded if the test corrupts them) to
+    the originals, and dlib's identity distance."""
     from visec.data.datamodule import to_tensor
     from visec.data.images import load_rgb
     from visec.metrics.sequence import ssim
 
-    forged = torch.stack([to_tensor(load_rgb(root / p), size) for p in rows["path"]]).numpy()
     orig = torch.stack([to_tensor(load_rgb(root / p), size) for p in rows["original"]]).numpy()
     if min(orig.shape[-2:]) >= 11:  # SSIM's 11x11 window
         out = {"ssim_recovered": float(np.mean(ssim(recovered, orig))),
