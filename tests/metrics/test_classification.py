@@ -400,3 +400,55 @@ def test_format_metrics():
     assert f"AUC {out['frame']['auc']['value']:.3f} [{lo:.3f}, {hi:.3f}]" in frame_part
     no_ci = format_metrics(binary_metrics([0, 1], [0.1, 0.9], n_bootstrap=0))
     assert no_ci.startswith("frame AUC 1.000  EER 0.000") and "[" not in no_ci
+
+
+# -- paired comparison (model A minus model B on the same images) -----------------------------------------
+def test_paired_difference_of_identical_scores_is_zero_with_a_zero_width_interval():
+    from visec.metrics import paired_difference
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 40)
+    s = np.clip(rng.normal(0.35 + 0.3 * y, 0.2), 0, 1)
+    vids = np.repeat(np.arange(20), 4)
+    out = paired_difference(y, s, s.copy(), vids, n_bootstrap=300)
+    for level in ("frame", "video"):
+        for name in ("auc", "eer", "ap", "acc", "acc_eer"):
+            m = out[level][name]
+            assert m["diff"] == 0.0 and m["ci"] == [0.0, 0.0] and m["a"] == m["b"]
+
+
+def test_paired_difference_of_a_constant_gap_is_that_gap_on_every_resample():
+    """A perfect model against the worst one: AUC differs by exactly 1 on every resample."""
+    from visec.metrics import paired_difference
+
+    y = np.repeat([0, 1], 30)
+    out = paired_difference(y, y.astype(float), 1.0 - y, n_bootstrap=200)["frame"]
+    assert out["auc"]["a"] == 1.0 and out["auc"]["b"] == 0.0
+    assert out["auc"]["diff"] == 1.0 and out["auc"]["ci"] == [1.0, 1.0]
+
+
+def test_paired_interval_is_narrower_than_the_unpaired_one_when_errors_are_shared():
+    """Two models that find the same videos hard: the difference's paired interval is far narrower
+    than the two separate intervals laid side by side (what pairing the resamples is for)."""
+    from visec.metrics import binary_metrics, paired_difference
+
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1], 200)
+    vids = np.repeat(np.arange(100), 4)
+    hard = rng.normal(0, 0.25, 100)[vids]  # per-video difficulty both models share
+    sa = 0.4 * y + hard + rng.normal(0, 0.05, 400)
+    sb = sa - 0.02 * y  # B: slightly weaker on every fake
+    paired = paired_difference(y, sa, sb, vids, n_bootstrap=400)["frame"]["auc"]
+    a = binary_metrics(y, sa, vids, n_bootstrap=400)["frame"]["auc"]["ci"]
+    b = binary_metrics(y, sb, vids, n_bootstrap=400)["frame"]["auc"]["ci"]
+    assert paired["diff"] > 0 and paired["ci"][0] > 0  # the paired interval sees B is weaker
+    assert a[0] < b[1]  # while the two separate intervals overlap
+    assert (paired["ci"][1] - paired["ci"][0]) < 0.25 * (a[1] - a[0])
+
+
+def test_paired_difference_refuses_scores_of_another_length():
+    from visec.errors import MetricError
+    from visec.metrics import paired_difference
+
+    with pytest.raises(MetricError, match="differ in length"):
+        paired_difference([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8], [0.1, 0.9, 0.2])

@@ -11,6 +11,7 @@ from visec.metrics.classification import (
     binary_metrics,
     eer,
     format_metrics,
+    paired_difference,
     roc_auc,
     video_scores,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "binary_metrics",
     "eer",
     "format_metrics",
+    "paired_difference",
     "roc_auc",
     "video_scores",
     "ranked_average_precision",
