@@ -43,6 +43,8 @@ TINY: dict[str, tuple[str, ...]] = {
     "mmnet": ("model.arch=tiny", "model.width=4", "model.d_model=16", "model.ffn=32", "model.recovery_width=8",
               "model.identity_metric=false"),
     "sbka": ("model.teacher_weights=random", "model.seen=4", "model.timm={depths: [1,1,1,1], dims: [8,16,32,64]}"),
+    "adv_diffusion": ("model.ae_widths=[8,16]", "model.unet_widths=[16,32]", "model.context_dim=8",
+                      "model.norm_groups=4", "model.attention_head_dim=4", "model.ae_epochs=1", "model.faces=16"),
     "gcscoop": ("model.clip_weights=random", "model.tiny={embed_dim: 16, vision_width: 8, text_width: 16, "
                 "text_layers: 1, heads: 2, context_length: 16}"),
 }

@@ -9,3 +9,4 @@ from visec.methods import gcscoop  # noqa: F401
 from visec.methods import fedforgery  # noqa: F401
 from visec.methods import sbka  # noqa: F401
 from visec.methods import mmnet  # noqa: F401
+from visec.methods import adv_diffusion  # noqa: F401

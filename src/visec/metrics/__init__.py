@@ -1,7 +1,8 @@
 """Evaluation metrics (AUC, EER, AP, accuracy) with bootstrap confidence intervals; multi-class
 accuracy and the base-to-new summary of prompt learning; ranking metrics of retrieval (mAP@all,
 mAP@K, Prec@K); sequential deepfake detection (Fixed-Acc, Adaptive-Acc, CSM), face recovery (PSNR,
-SSIM) and dlib face identity similarity."""
+SSIM) and dlib face identity similarity; face identity attacks (attack success rate at FAR
+thresholds, impostor-score thresholds, source/target pairing, PSNR/SSIM per pair, FID)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,21 @@ from visec.metrics.classification import (
     paired_difference,
     roc_auc,
     video_scores,
+)
+from visec.metrics.face_verification import (
+    FARS,
+    PAPER_THRESHOLDS,
+    attack_success_rate,
+    far_thresholds,
+    fid,
+    fid_from_features,
+    frechet_distance,
+    impostor_scores,
+    inception_features,
+    pair_files,
+    pair_quality,
+    read_pairs,
+    write_pairs,
 )
 from visec.metrics.multiclass import base_new_summary, harmonic_mean, topk_accuracy, wilson_interval
 from visec.metrics.retrieval import ranked_average_precision, retrieval_metrics, retrieval_per_query
@@ -34,6 +50,19 @@ from visec.metrics.sequence import (
 )
 
 __all__ = [
+    "FARS",
+    "PAPER_THRESHOLDS",
+    "attack_success_rate",
+    "far_thresholds",
+    "fid",
+    "fid_from_features",
+    "frechet_distance",
+    "impostor_scores",
+    "inception_features",
+    "pair_files",
+    "pair_quality",
+    "read_pairs",
+    "write_pairs",
     "base_new_summary",
     "harmonic_mean",
     "topk_accuracy",
