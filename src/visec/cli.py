@@ -360,8 +360,10 @@ def detect_cmd(run: Path = typer.Argument(..., help="A trained face-forgery run 
 
 # -- attack ------------------------------------------------------------------------------------------
 @app.command("attack")
-def attack_cmd(method: str = typer.Option(..., "--method", help="A registered attack (see `visec list attacks`) or 'suite'."),
-               model: Path = typer.Option(..., "--model", help="A run folder (uses its best checkpoint)."),
+def attack_cmd(method: str = typer.Option(..., "--method", help="A registered attack (see `visec list attacks`), "
+                                          "'suite', or 'adv_diffusion' (face identity impersonation)."),
+               model: Optional[Path] = typer.Option(None, "--model", help="A run folder (uses its best checkpoint); "
+                                                    "adv_diffusion: its LDM run or a local diffusers inpainting folder."),
                checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A specific .safetensors file."),
                data: Optional[Path] = typer.Option(None, "--data", help="Another manifest (default: the run's)."),
                split: Optional[str] = typer.Option(None, "--split", help="Split to attack (default: test)."),
@@ -377,13 +379,45 @@ def attack_cmd(method: str = typer.Option(..., "--method", help="A registered at
                surrogate: Optional[Path] = typer.Option(None, "--surrogate", help="Run folder of a surrogate model (transfer)."),
                device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default cpu)."),
                seed: int = typer.Option(0, "--seed", **SEED),
+               source: Optional[Path] = typer.Option(None, "--source", help="adv_diffusion: folder of source faces."),
+               target: Optional[Path] = typer.Option(None, "--target", help="adv_diffusion: folder of target faces "
+                                                     "(source i impersonates target i mod n, natural name order)."),
+               index: Optional[Path] = typer.Option(None, "--index", help="adv_diffusion: CSV of source,target pairs "
+                                                    "(overrides the name order)."),
+               victim: list[str] = typer.Option([], "--victim", help="adv_diffusion: victim recogniser, NAME or "
+                                                "NAME=WEIGHTS (repeatable; default dlib)."),
+               fr: list[str] = typer.Option([], "--fr", help="adv_diffusion: surrogate recogniser, NAME=WEIGHTS or "
+                                            "'distilled' (repeatable; default distilled)."),
+               parsing: Optional[Path] = typer.Option(None, "--parsing", help="adv_diffusion: folder of CelebAMask-HQ "
+                                                      "label maps <source stem>.png (default: dlib landmarks)."),
+               baseline: list[str] = typer.Option([], "--baseline", help="adv_diffusion: also run this pixel attack "
+                                                  "(pgd, mifgsm, di_ti_mifgsm; repeatable) at matched PSNR."),
+               batch_size: int = typer.Option(4, "--batch-size", min=1, max=4096, help="adv_diffusion: pairs per batch."),
+               fid_weights: Optional[Path] = typer.Option(None, "--fid-weights", help="adv_diffusion: a local "
+                                                          "torchvision Inception-v3 weights file: add FID to sources."),
+               override: list[str] = typer.Option([], "--set", help="adv_diffusion: attack parameter, key=value "
+                                                  "(repeatable), e.g. --set model.guidance_scale=300."),
                ) -> None:
-    """Attack a trained run: clean, robust and worst-case accuracy, mean perturbation norms, a result card."""
-    from visec.apps.attack import run_attack
+    """Attack a trained run: clean, robust and worst-case accuracy, mean perturbation norms, a result card.
+    With --method adv_diffusion: impersonate target faces with source faces, evaluated on the victims."""
     from visec.paths import output_folder
 
     if out is not None:
         output_folder(out)
+    adv_only = {"--source": source, "--target": target, "--index": index, "--parsing": parsing,
+                "--fid-weights": fid_weights, "--victim": victim, "--fr": fr, "--baseline": baseline, "--set": override}
+    if method == "adv_diffusion":
+        _adv_diffusion_attack(model, source, target, out, index=index, victims=victim or ["dlib"],
+                              surrogates=fr or ["distilled"], parsing=parsing, baselines=baseline,
+                              batch_size=batch_size, overrides=override, seed=seed, fid_weights=fid_weights)
+        return
+    given = [k for k, v in adv_only.items() if v]
+    if given:
+        raise ConfigError(f"{', '.join(given)} belong to --method adv_diffusion")
+    if model is None:
+        raise ConfigError("--model RUN_DIR is required")
+    from visec.apps.attack import run_attack
+
     report, card, path = run_attack(model, method, checkpoint=checkpoint, data=data, split=split, eps=eps,
                                     steps=steps, alpha=alpha, norm=norm, max_samples=max_samples, out=out,
                                     device=device, seed=seed, surrogate=surrogate)
@@ -391,6 +425,26 @@ def attack_cmd(method: str = typer.Option(..., "--method", help="A registered at
     for note in card.notes:  # skipped attacks and unreadable images among them, each named
         err_console.print(f"[yellow]note: {escape(note)}[/yellow]", highlight=False, soft_wrap=True)
     console.print(f"card: {path}", highlight=False)
+
+
+def _adv_diffusion_attack(model, source, target, out, *, index, victims, surrogates, parsing, baselines, batch_size,
+                          overrides, seed, fid_weights=None) -> None:
+    from visec.apps.adv_diffusion import attack_folders
+
+    if source is None or target is None:
+        raise ConfigError("adv_diffusion needs --source DIR and --target DIR")
+    out = out or Path("runs") / "attacks" / "adv_diffusion"
+    run = attack_folders(source, target, out, model=model, surrogates=surrogates, victims=victims, index_file=index,
+                         overrides=overrides, parsing=parsing, seed=seed, batch_size=batch_size, baselines=baselines,
+                         fid_weights=fid_weights, log=lambda s: err_console.print(s, highlight=False))
+    for label, r in run.results.items():
+        parts = [f"{label}: PSNR {r['quality']['psnr']:.2f} SSIM {r['quality']['ssim']:.3f}"]
+        for v, m in r["victims"].items():
+            asr = "  ".join(f"ASR@{far} {a['asr']:.3f}" for far, a in m["asr"].items())
+            parts.append(f"{v}: cos {m['cos_target']:.3f}  {asr}")
+        console.print("  |  ".join(parts), highlight=False)
+    console.print(f"adversarial images: {out / 'adv'}  pairs: {out / 'pairs.csv'}  cards: {out / 'cards'}",
+                  highlight=False)
 
 
 # -- bench -------------------------------------------------------------------------------------------

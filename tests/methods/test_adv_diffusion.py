@@ -261,3 +261,44 @@ def test_blend_keeps_the_face_pixels_and_guides_through_the_surroundings(ldm):
     torch.testing.assert_close(guided[keep], x[keep], rtol=0, atol=0)
     emb = fr(tgt).detach()
     assert (fr(guided).detach() * emb).sum(1).mean() > (fr(plain).detach() * emb).sum(1).mean()
+
+
+def test_a_local_diffusers_inpainting_folder_loads_and_attacks(tmp_path):
+    """The Stable Diffusion 2 inpainting layout (vae/, unet/, text_encoder/, tokenizer/, scheduler/)
+    saved with save_pretrained, tiny: the empty prompt becomes the context, the VAE's scaling factor
+    is used, and the attack runs; nothing is downloaded."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from visec.methods.adv_diffusion import load_diffusers_inpainting
+
+    torch.manual_seed(0)
+    AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                  up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4,
+                  scaling_factor=0.18215).save_pretrained(tmp_path / "vae")
+    UNet2DConditionModel(block_out_channels=(16, 32), layers_per_block=1, sample_size=8, in_channels=9, out_channels=4,
+                         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=16,
+                         attention_head_dim=4, norm_num_groups=4).save_pretrained(tmp_path / "unet")
+    CLIPTextModel(CLIPTextConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, max_position_embeddings=16, bos_token_id=0, eos_token_id=1,
+                                 pad_token_id=1)).save_pretrained(
+        tmp_path / "text_encoder")
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, **{c + "</w>": i + 2 for i, c in enumerate("abcdefghij")}}
+    CLIPTokenizer(vocab=vocab, merges=[], model_max_length=16).save_pretrained(tmp_path / "tokenizer")
+    DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(
+        tmp_path / "scheduler")
+    ldm = load_diffusers_inpainting(tmp_path)
+    assert float(ldm.scaling) == pytest.approx(0.18215) and ldm.context.shape == (1, 16, 16)
+    assert "context" not in dict(ldm.named_parameters())  # the prompt embedding is fixed
+    out = AdvDiffusion(ldm, [ToyFR(0)], scale=10.0, steps=3)(faces(1), faces(1, seed=1), ring_mask(1)).images
+    assert out.shape == (1, 3, 16, 16) and torch.isfinite(out).all()
+    with pytest.raises(AdvDiffusionError, match="not a local diffusers inpainting folder"):
+        load_diffusers_inpainting(tmp_path / "vae")
+
+
+def test_the_grid_never_starts_above_t0():
+    assert ldm_timesteps(999, 3) == [667, 334, 1]
+    assert max(ldm_timesteps(500, 45)) <= 500 and ldm_timesteps(999, 1000)[0] == 999
+    with pytest.raises(AdvDiffusionError):
+        ldm_timesteps(999, 0)

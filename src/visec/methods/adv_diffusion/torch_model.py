@@ -108,11 +108,12 @@ def scaled_linear_alphas(beta_start: float = 0.00085, beta_end: float = 0.012, s
 
 def ldm_timesteps(t0: int, steps: int) -> list[int]:
     """The original code's DDIM grid: uniform stride ``(t0 + 1) // steps`` from 0, shifted by one, in
-    descending order (45 steps from 999 give the 46 timesteps 991, 969, ..., 1)."""
+    descending order (45 steps from 999 give the 46 timesteps 991, 969, ..., 1); a step that would
+    land above ``t0`` (the original code's off-by-one when the stride divides ``t0 + 1``) is dropped."""
     if steps < 1 or t0 < 1:
         raise AdvDiffusionError(f"need t0 >= 1 and steps >= 1, got t0={t0}, steps={steps}")
     stride = max((t0 + 1) // steps, 1)
-    return [t + 1 for t in range(0, t0 + 1, stride)][::-1]
+    return [t + 1 for t in range(0, t0 + 1, stride) if t + 1 <= t0][::-1]  # never above the start level
 
 
 @dataclass(frozen=True)
