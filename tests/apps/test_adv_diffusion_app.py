@@ -110,7 +110,7 @@ def test_attack_command_end_to_end(tiny_ldm_run, tmp_path, monkeypatch):
     _faces(tmp_path / "src", names, seed=11)
     _faces(tmp_path / "tgt", ["a.png", "b.png"], seed=12)
     monkeypatch.setattr("visec.apps.adv_diffusion.victim_thresholds",
-                        lambda v, size: ({0.1: 0.2, 0.01: 0.5, 0.001: 0.9}, "test thresholds"))
+                        lambda v, size, n: ({0.1: 0.2, 0.01: 0.5, 0.001: 0.9}, "test thresholds"))
     out = tmp_path / "out"
     res = CliRunner().invoke(app, ["attack", "--method", "adv_diffusion", "--model", str(tiny_ldm_run.run_dir),
                                    "--source", str(tmp_path / "src"), "--target", str(tmp_path / "tgt"),
@@ -162,3 +162,25 @@ def test_attack_refuses_adv_diffusion_options_on_other_methods(tmp_path, capsys)
     assert "--source" in err and "adv_diffusion" in err and len(err.strip().splitlines()) == 1
     assert main(["attack", "--method", "adv_diffusion", "--source", str(tmp_path), "--target", str(tmp_path)]) == 2
     assert "--model" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_job_writes_cards_and_a_report(tmp_path, monkeypatch):
+    """`visec bench --method adv_diffusion` shrunk: a tiny LDM, surrogates distilled on 24 faces,
+    dlib (the real black box) thresholded on 50 faces' impostor pairs, 2 pairs; every method gets a
+    card against dlib, and the report holds the table and the grid."""
+    from visec.apps.bench_adv_diffusion import adv_diffusion_bench
+
+    monkeypatch.chdir(tmp_path)
+    overrides = [o for o in TINY_LDM if not o.startswith("data.image_size")] + [
+        "data.image_size=32", "train.max_epochs=2", f"data.root={tmp_path / 'faces'}", "model.ddim_steps=2"]
+    cards = adv_diffusion_bench(tmp_path / "bench", overrides=overrides, pairs=2, distill={"n": 24, "epochs": 1},
+                                impostor_faces=50, scales=(0.0,))
+    methods = [json.loads(Path(c).read_text()) for c in cards]
+    labels = {m["protocol"].split(":", 1)[1] for m in methods}
+    assert {"Adv-Diffusion", "Adv-Diffusion (s=0)", "no attack", "PGD (matched PSNR)", "TI-DIM (8/255)"} <= labels
+    assert all(set(m["metrics"]["victims"]) == {"dlib"} for m in methods)
+    ad = next(m for m in methods if m["protocol"] == "impersonation:Adv-Diffusion")
+    assert ad["config"]["ddim_steps"] == 2 and ad["extra"]["threshold_origin"]["dlib"].startswith("impostor pairs of 50")
+    html = (tmp_path / "bench" / "report.html").read_text()
+    assert "ASR against imperceptibility" in html and html.count("data:image/png;base64") == 2

@@ -62,9 +62,11 @@ def load_ldm(model: str | Path | None, overrides: Sequence[str] = ()) -> LoadedL
     return LoadedLDM(module.net.eval(), engine.cfg.data.image_size, engine.cfg.method_params(), str(path))
 
 
-def recognizers(specs: Sequence[str], *, cache_dir: Path, seed: int = 0) -> tuple[list[Any], list[dict]]:
+def recognizers(specs: Sequence[str], *, cache_dir: Path, seed: int = 0,
+                distill: dict[str, Any] | None = None) -> tuple[list[Any], list[dict]]:
     """Face recognisers from ``NAME``, ``NAME=WEIGHTS`` or ``distilled`` (visec's surrogates of dlib,
-    distilled on the embedded faces and cached by seed), and the distillation reports."""
+    distilled on the embedded faces and cached by seed; ``distill``: ``n``, ``epochs``), and the
+    distillation reports."""
     from visec.models.face_recognition import DlibRecognizer, build_face_recognizer, distilled_surrogates
 
     out: list[Any] = []
@@ -74,7 +76,7 @@ def recognizers(specs: Sequence[str], *, cache_dir: Path, seed: int = 0) -> tupl
         if name == "dlib":
             out.append(DlibRecognizer())
         elif name == "distilled":
-            models, reps = distilled_surrogates(cache_dir=cache_dir, seed=seed)
+            models, reps = distilled_surrogates(cache_dir=cache_dir, seed=seed, **(distill or {}))
             out.extend(models)
             reports.extend(reps)
         else:
@@ -273,6 +275,7 @@ def attack_folders(source: Path, target: Path, out: Path, *, model: str | Path, 
                    baselines: Sequence[str] = (), baseline_eps: Sequence[str] = ("matched",),
                    baseline_steps: int = 20, cache_dir: Path | None = None, fid_weights: Path | None = None,
                    extra_scales: Sequence[float] = (), blend_variant: bool = False, reference: bool = True,
+                   distill: dict[str, Any] | None = None, impostor_faces: int = 600,
                    log: Callable[[str], None] = lambda s: None) -> AttackRun:
     """Attack every (source, target) pair; write ``adv/``, ``pairs.csv``, one card per method (Adv-
     Diffusion and each baseline at each budget: ``matched`` = the L-inf budget whose PSNR equals
@@ -286,8 +289,8 @@ def attack_folders(source: Path, target: Path, out: Path, *, model: str | Path, 
     cache_dir = Path(cache_dir or out / "cache")
     loaded = load_ldm(model, overrides)
     p = loaded.params
-    sur, reports = recognizers(surrogates, cache_dir=cache_dir, seed=seed)
-    vic, _ = recognizers(victims, cache_dir=cache_dir, seed=seed)
+    sur, reports = recognizers(surrogates, cache_dir=cache_dir, seed=seed, distill=distill)
+    vic, _ = recognizers(victims, cache_dir=cache_dir, seed=seed, distill=distill)
     check_protocol(sur, vic)
     pairs = pair_files(source, target, index_file=index_file)
     src, src_u8 = load_faces([Path(s) for s in pairs["source"]], loaded.size)  # paths joined to their folders
@@ -310,7 +313,7 @@ def attack_folders(source: Path, target: Path, out: Path, *, model: str | Path, 
     write_pairs(pairs, out / "pairs.csv")
     thresholds, origins = {}, {}
     for v in vic:
-        thresholds[_name(v)], origins[_name(v)] = victim_thresholds(v, loaded.size)
+        thresholds[_name(v)], origins[_name(v)] = victim_thresholds(v, loaded.size, n=impostor_faces)
     results: dict[str, dict] = {}
     images = {"source": src, "target": tgt, "mask": masks, "Adv-Diffusion": adv_t}
     ev = evaluate(adv_t, src, tgt, vic, thresholds, sur)

@@ -73,7 +73,11 @@ def write_faces(out: Path, n: int, seed: int) -> tuple[Path, Path]:
                   "ASR at FAR, PSNR/SSIM, report")
 def adv_diffusion_bench(out: str | Path, *, seed: int = 0, console: Console | None = None,
                         data: str | Path | None = None, overrides: list[str] | None = None,
-                        pairs: int = 32) -> list[Path]:
+                        pairs: int = 32, distill: dict[str, Any] | None = None, impostor_faces: int = 600,
+                        scales: tuple[float, ...] = SCALES) -> list[Path]:
+    """Train or reuse the LDM, distil or reuse the surrogates, attack ``pairs`` embedded pairs with
+    Adv-Diffusion, its controls and the baselines, and write cards and ``report.html`` under ``out``
+    (``distill``, ``impostor_faces`` and ``scales`` shrink it for tests)."""
     from visec.apps.adv_diffusion import BASELINES, attack_folders
     from visec.errors import ConfigError
 
@@ -87,8 +91,8 @@ def adv_diffusion_bench(out: str | Path, *, seed: int = 0, console: Console | No
     src, tgt = write_faces(out / "faces", pairs, seed)
     run = attack_folders(src, tgt, out / "attack", model=engine.run_dir, surrogates=["distilled"], victims=["dlib"],
                          overrides=[*DEMO_ATTACK, *attack_ov], seed=seed, baselines=BASELINES,
-                         baseline_eps=("matched", "8/255"), cache_dir=out / "cache", extra_scales=SCALES,
-                         blend_variant=True,
+                         baseline_eps=("matched", "8/255"), cache_dir=out / "cache", extra_scales=scales,
+                         blend_variant=True, distill=distill, impostor_faces=impostor_faces,
                          log=lambda s: console.print(s, highlight=False))
     table = results_table(run.results)
     console.print(table.to_string(index=False), highlight=False)
