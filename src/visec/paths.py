@@ -116,6 +116,17 @@ def _below_a_file(path: Path) -> Path | None:
     return None
 
 
+def _creatable(p: Path, option: str, reason: str | None) -> Path:
+    """``p`` once its own lookup problem (``reason``, other than "not found") and a file among its
+    parents are ruled out."""
+    if reason is not None and reason != "not found":
+        raise ConfigError(f"{option} {shown(p)}: {reason}")
+    blocker = _below_a_file(p)
+    if blocker is not None:
+        raise ConfigError(f"{option} {shown(p)}: {shown(blocker)} is not a folder")
+    return p
+
+
 def output_folder(path: str | os.PathLike, option: str = "--out") -> Path:
     """``path`` as an output folder: refused (one line naming ``option``) when it exists and is not
     a folder, when it cannot be looked up, or when a parent of it is a file."""
@@ -123,12 +134,7 @@ def output_folder(path: str | os.PathLike, option: str = "--out") -> Path:
     reason, mode = _stat_problem(p)
     if reason is None and not stat.S_ISDIR(mode):
         raise ConfigError(f"{option} {shown(p)}: exists and is not a folder; name a folder")
-    if reason is not None and reason != "not found":
-        raise ConfigError(f"{option} {shown(p)}: {reason}")
-    blocker = _below_a_file(p)
-    if blocker is not None:
-        raise ConfigError(f"{option} {shown(p)}: {shown(blocker)} is not a folder")
-    return p
+    return _creatable(p, option, reason)
 
 
 def output_file(path: str | os.PathLike, option: str = "--out") -> Path:
@@ -141,9 +147,4 @@ def output_file(path: str | os.PathLike, option: str = "--out") -> Path:
         raise ConfigError(f"{option} {shown(p)}: is a folder; name a file")
     if reason is None and not stat.S_ISREG(mode):
         raise ConfigError(f"{option} {shown(p)}: {_mode_reason(mode)}")
-    if reason is not None and reason != "not found":
-        raise ConfigError(f"{option} {shown(p)}: {reason}")
-    blocker = _below_a_file(p)
-    if blocker is not None:
-        raise ConfigError(f"{option} {shown(p)}: {shown(blocker)} is not a folder")
-    return p
+    return _creatable(p, option, reason)

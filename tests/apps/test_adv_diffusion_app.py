@@ -184,3 +184,26 @@ def test_bench_job_writes_cards_and_a_report(tmp_path, monkeypatch):
     assert ad["config"]["ddim_steps"] == 2 and ad["extra"]["threshold_origin"]["dlib"].startswith("impostor pairs of 50")
     html = (tmp_path / "bench" / "report.html").read_text()
     assert "ASR against imperceptibility" in html and html.count("data:image/png;base64") == 2
+
+
+def test_matched_baseline_reaches_the_requested_psnr():
+    """The matched-PSNR rule: the budget is rescaled until the baseline's mean PSNR is within 0.25 dB
+    of the target (the closed-form first guess alone misses it: clipping and unsaturated steps)."""
+    from visec.apps.adv_diffusion import matched_baseline
+
+    g = torch.Generator().manual_seed(0)
+    src, tgt = torch.rand(3, 3, 16, 16, generator=g), torch.rand(3, 3, 16, 16, generator=g)
+    adv, cfg = matched_baseline("pgd", src, tgt, [Named("a", 1)], 22.0, steps=5)
+    assert abs(cfg["achieved_psnr"] - 22.0) <= 0.25 and cfg["eps"] != pytest.approx(eps_for_psnr(22.0))
+
+
+def test_the_autoencoder_stage_sets_the_latent_scaling(tiny_ldm_run):
+    """After the autoencoder stage, k = 1 / std of the training latents (SD's 0.18215 plays this role)."""
+    from visec.engine.engine import build_datamodule
+    from visec.methods.adv_diffusion import latent_std
+
+    module, _ = tiny_ldm_run.load_module()
+    dm = build_datamodule(tiny_ldm_run.cfg)
+    dm.setup("fit")
+    std = latent_std(module.net, dm.train_dataloader())
+    assert float(module.net.scaling) == pytest.approx(1 / std, rel=0.05) and float(module.net.scaling) != 1.0

@@ -223,20 +223,37 @@ def victim_thresholds(victim: Any, size: int, n: int = 600, seed: int = IMPOSTOR
     return far_thresholds(scores), f"impostor pairs of {n} embedded faces ({len(scores)} pairs)"
 
 
+class ReferenceEmbeddings:
+    """Each model's embeddings of the sources and targets, computed once and reused by every method's
+    evaluation (dlib embeds at ~75 ms a face)."""
+
+    def __init__(self, sources: torch.Tensor, targets: torch.Tensor) -> None:
+        self.sources, self.targets = sources, targets
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, model: Any) -> tuple[np.ndarray, np.ndarray]:
+        if id(model) not in self._cache:
+            self._cache[id(model)] = (embed(model, self.sources), embed(model, self.targets))
+        return self._cache[id(model)]
+
+
 def evaluate(adversarial: torch.Tensor, sources: torch.Tensor, targets: torch.Tensor, victims: Sequence[Any],
-             thresholds: dict[str, dict], surrogates: Sequence[Any] = ()) -> dict[str, Any]:
+             thresholds: dict[str, dict], surrogates: Sequence[Any] = (),
+             refs: ReferenceEmbeddings | None = None) -> dict[str, Any]:
     """Per victim: mean cosine to the target (and to the source) and ASR at each FAR threshold;
     per pair: PSNR and SSIM to the source; with ``surrogates``, their mean cosine to the target (the
-    white-box objective, for reference)."""
+    white-box objective, for reference). ``refs`` reuses the sources' and targets' embeddings."""
     from visec.metrics.face_verification import attack_success_rate, pair_quality
 
+    refs = refs or ReferenceEmbeddings(sources, targets)
     quality = pair_quality(adversarial.numpy(), sources.numpy())
     out: dict[str, Any] = {"quality": {"psnr": float(np.mean(quality["psnr"])), "ssim": float(np.mean(quality["ssim"]))},
                            "victims": {}, "per_pair": {"psnr": np.asarray(quality["psnr"]).tolist(),
                                                        "ssim": np.asarray(quality["ssim"]).tolist()}}
     for v in victims:
         name = _name(v)
-        ea, et, es = embed(v, adversarial), embed(v, targets), embed(v, sources)
+        es, et = refs(v)
+        ea = embed(v, adversarial)
         cos = (ea * et).sum(1)
         asr = attack_success_rate(cos, thresholds[name])
         out["victims"][name] = {"cos_target": float(cos.mean()), "cos_source": float((ea * es).sum(1).mean()),
@@ -244,7 +261,7 @@ def evaluate(adversarial: torch.Tensor, sources: torch.Tensor, targets: torch.Te
                                 "asr": {str(k): v for k, v in asr.items()}}
         out["per_pair"][f"cos_target/{name}"] = cos.tolist()
     if surrogates:
-        out["surrogate_cos_target"] = float(np.mean([(embed(m, adversarial) * embed(m, targets)).sum(1).mean()
+        out["surrogate_cos_target"] = float(np.mean([(embed(m, adversarial) * refs(m)[1]).sum(1).mean()
                                                      for m in surrogates]))
     return out
 
@@ -296,48 +313,47 @@ def attack_folders(source: Path, target: Path, out: Path, *, model: str | Path, 
     src, src_u8 = load_faces([Path(s) for s in pairs["source"]], loaded.size)  # paths joined to their folders
     tgt, _ = load_faces([Path(t) for t in pairs["target"]], loaded.size)
     masks = identity_masks(src_u8, list(pairs["source"]), parsing=parsing, forehead=p.forehead)
-    attack = AdvDiffusion(loaded.ldm, sur, scale=p.guidance_scale, t0=p.t0, steps=p.ddim_steps, eta=p.eta,
-                          strength=p.strength, reduction=p.reduction, blend=p.blend)
     names = [f"{int(i)}.png" for i in pairs["index"]]
-    start = time.perf_counter()
-    adv = []
-    for s in range(0, len(src), batch_size):
-        res = attack(src[s:s + batch_size], tgt[s:s + batch_size], masks[s:s + batch_size],
-                     seeds=[seed * 1_000_003 + int(i) for i in pairs["index"][s:s + batch_size]])
-        adv.append(res.images)
-        log(f"adv_diffusion: {min(s + batch_size, len(src))}/{len(src)} pairs")
-    adv_t = torch.cat(adv)
-    seconds = time.perf_counter() - start
+    seeds = [seed * 1_000_003 + int(i) for i in pairs["index"]]
+
+    def run(scale: float, blend: bool, progress: bool = False) -> tuple[torch.Tensor, dict]:
+        """The guided loop over every pair in batches, with the parameters' settings but ``scale`` and
+        ``blend``; the images and the card's config."""
+        attack = AdvDiffusion(loaded.ldm, sur, scale=scale, t0=p.t0, steps=p.ddim_steps, eta=p.eta,
+                              strength=p.strength, reduction=p.reduction, blend=blend)
+        start, parts = time.perf_counter(), []
+        for s in range(0, len(src), batch_size):
+            parts.append(attack(src[s:s + batch_size], tgt[s:s + batch_size], masks[s:s + batch_size],
+                                seeds=seeds[s:s + batch_size]).images)
+            if progress:
+                log(f"adv_diffusion: {min(s + batch_size, len(src))}/{len(src)} pairs")
+        cfg = {**attack.config(), "surrogates": [_name(m) for m in sur], "ldm": loaded.origin,
+               "image_size": loaded.size, "mask": "parsing" if parsing else "dlib-68-landmarks",
+               "seconds_per_image": (time.perf_counter() - start) / max(len(src), 1)}
+        return torch.cat(parts), cfg
+
+    adv_t, adv_cfg = run(p.guidance_scale, p.blend, progress=True)
     save_images(adv_t, names, out / "adv")
     pairs = pairs.assign(adversarial=[f"adv/{n}" for n in names])
     write_pairs(pairs, out / "pairs.csv")
     thresholds, origins = {}, {}
     for v in vic:
         thresholds[_name(v)], origins[_name(v)] = victim_thresholds(v, loaded.size, n=impostor_faces)
+    refs = ReferenceEmbeddings(src, tgt)
     results: dict[str, dict] = {}
     images = {"source": src, "target": tgt, "mask": masks, "Adv-Diffusion": adv_t}
-    ev = evaluate(adv_t, src, tgt, vic, thresholds, sur)
-    ev["config"] = {**attack.config(), "surrogates": [_name(s) for s in sur], "ldm": loaded.origin,
-                    "image_size": loaded.size, "mask": "parsing" if parsing else "dlib-68-landmarks",
-                    "seconds_per_image": seconds / max(len(src), 1)}
+    ev = evaluate(adv_t, src, tgt, vic, thresholds, sur, refs)
+    ev["config"] = adv_cfg
     results["Adv-Diffusion"] = ev
     variants = [(f"Adv-Diffusion (s={scale:g})", scale, p.blend) for scale in extra_scales]
     if blend_variant:
         variants.append((f"Adv-Diffusion ({'no ' if p.blend else ''}face blend)", p.guidance_scale, not p.blend))
     for label, scale, blend in variants:  # the same loop and seeds (s = 0: the inpainting alone)
-        other = AdvDiffusion(loaded.ldm, sur, scale=scale, t0=p.t0, steps=p.ddim_steps, eta=p.eta,
-                             strength=p.strength, reduction=p.reduction, blend=blend)
-        t = time.perf_counter()
-        imgs = torch.cat([other(src[s:s + batch_size], tgt[s:s + batch_size], masks[s:s + batch_size],
-                                seeds=[seed * 1_000_003 + int(i) for i in pairs["index"][s:s + batch_size]]).images
-                          for s in range(0, len(src), batch_size)])
-        results[label] = evaluate(imgs, src, tgt, vic, thresholds, sur)
-        results[label]["config"] = {**other.config(), "surrogates": ev["config"]["surrogates"], "ldm": loaded.origin,
-                                    "image_size": loaded.size, "mask": ev["config"]["mask"],
-                                    "seconds_per_image": (time.perf_counter() - t) / max(len(src), 1)}
-        images[label] = imgs
+        images[label], cfg = run(scale, blend)
+        results[label] = evaluate(images[label], src, tgt, vic, thresholds, sur, refs)
+        results[label]["config"] = cfg
     if reference:  # no attack: the sources themselves against the targets
-        results["no attack"] = evaluate(src.clone(), src, tgt, vic, thresholds, sur)
+        results["no attack"] = evaluate(src.clone(), src, tgt, vic, thresholds, sur, refs)
         results["no attack"]["config"] = {"attack": "none", "seconds_per_image": 0.0}
     for b in baselines:
         for budget in baseline_eps:
@@ -348,7 +364,7 @@ def attack_folders(source: Path, target: Path, out: Path, *, model: str | Path, 
                 x_adv, cfg = run_baseline(b, src, tgt, sur, eps=parse_budget(budget, "eps"), steps=baseline_steps,
                                           seed=seed)
             label = f"{BASELINE_LABELS.get(b, b)} ({'matched PSNR' if budget == 'matched' else budget})"
-            r = evaluate(x_adv, src, tgt, vic, thresholds, sur)
+            r = evaluate(x_adv, src, tgt, vic, thresholds, sur, refs)
             r["config"] = {**cfg, "budget": budget, "surrogates": [_name(s) for s in sur],
                            "seconds_per_image": (time.perf_counter() - t) / max(len(src), 1)}
             results[label] = r

@@ -102,14 +102,20 @@ def _to_numpy(x: Any) -> Any:
     return x
 
 
-def _as_vector(x: Any, name: str) -> np.ndarray:
+def _numeric(x: Any, name: str, shape: str) -> np.ndarray:
+    """``x`` (array, list or tensor) as a numeric array; one line naming ``name`` otherwise."""
     try:
         arr = np.asarray(_to_numpy(x))
     except Exception as exc:
-        raise MetricError(f"{name} cannot be read as a 1-D array of scores: {exc}") from None
+        raise MetricError(f"{name} cannot be read as {shape}: {exc}") from None
     if arr.dtype == object or arr.dtype == bool or not (np.issubdtype(arr.dtype, np.floating)
                                                         or np.issubdtype(arr.dtype, np.integer)):
-        raise MetricError(f"{name} must be a 1-D array of numbers, got dtype {arr.dtype}")
+        raise MetricError(f"{name} must be {shape} of numbers, got dtype {arr.dtype}")
+    return arr
+
+
+def _as_vector(x: Any, name: str) -> np.ndarray:
+    arr = _numeric(x, name, "a 1-D array")
     if arr.ndim != 1:
         raise MetricError(f"{name} must be 1-D (one score per pair), got shape {arr.shape}")
     if arr.shape[0] == 0:
@@ -132,13 +138,7 @@ def impostor_scores(embeddings: Any) -> np.ndarray:
     """Cosine similarity of every unordered pair ``i < j`` of rows: ``float64 (N*(N-1)/2,)`` in
     row-major order (``(0,1), (0,2), ..., (1,2), ...``). Rows are L2-normalised here; a row of
     zeros is refused. Give embeddings of *different* identities: every pair is an impostor pair."""
-    try:
-        X = np.asarray(_to_numpy(embeddings))
-    except Exception as exc:
-        raise MetricError(f"embeddings cannot be read as an (N, D) array: {exc}") from None
-    if X.dtype == object or X.dtype == bool or not (np.issubdtype(X.dtype, np.floating)
-                                                    or np.issubdtype(X.dtype, np.integer)):
-        raise MetricError(f"embeddings must be an (N, D) array of numbers, got dtype {X.dtype}")
+    X = _numeric(embeddings, "embeddings", "an (N, D) array")
     if X.ndim != 2 or X.shape[1] == 0:
         raise MetricError(f"embeddings must have shape (N, D), got {X.shape}")
     if X.shape[0] < 2:

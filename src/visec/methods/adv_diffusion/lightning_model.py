@@ -151,7 +151,6 @@ class AdvDiffusionModule(MethodModule):
     def epoch_stage(self) -> None:
         """When the autoencoder stage ends: the latent scaling ``k = 1 / std`` of the training latents."""
         if self.current_epoch == self.params.ae_epochs - 1:
-            self.net.scaling.fill_(1.0)
             self.net.scaling.fill_(1.0 / latent_std(self.net, self.trainer.datamodule.train_dataloader()))
 
     # -- evaluation -----------------------------------------------------------------------------
