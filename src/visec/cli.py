@@ -475,6 +475,13 @@ def bench_cmd(cards: Optional[list[Path]] = typer.Argument(None, help="Card file
               override: list[str] = typer.Option([], "--set", help="Config override for every run, key=value "
                                                  "(repeatable), e.g. --set train.max_epochs=1."),
               all_columns: bool = typer.Option(False, "--all-columns", help="Every metric, not just the headline ones."),
+              suite: Optional[str] = typer.Option(None, "--suite", help="A bench job by name (`visec list "
+                                                  "bench-jobs`), e.g. ablation: every detector against its own "
+                                                  "counterpart at 128 px over 3 seeds (tens of minutes on CPU)."),
+              ablation: bool = typer.Option(False, "--ablation", help="With --method: train the detector and its "
+                                            "counterpart (same backbone, mechanism off) over --seeds seeds; report "
+                                            "the paired difference, intra and per held-out family."),
+              seeds: int = typer.Option(3, "--seeds", min=1, max=100, help="Training seeds of --ablation."),
               ) -> None:
     """With card paths: a leaderboard of them. Without: run a bench (data, train, test, report)."""
     from visec.apps.bench import forgery_bench, method_entrants
@@ -482,6 +489,25 @@ def bench_cmd(cards: Optional[list[Path]] = typer.Argument(None, help="Card file
     from visec.cards import ResultCard, find_cards
     from visec.report.leaderboard import leaderboard
 
+    if suite is not None:
+        if method is not None:
+            raise ConfigError("give --suite or --method, not both")
+        BENCHES.get(suite)  # "did you mean" on a typo
+        method = suite
+    if ablation:
+        if method is None or method in BENCHES:
+            raise ConfigError("--ablation needs --method NAME of a forgery detector (or use --suite ablation)")
+        from visec.apps.ablation import method_ablation
+
+        if out is not None:
+            from visec.paths import output_folder
+
+            output_folder(out)
+        out = out or Path("runs/bench") / f"ablation-{method}"
+        paths = method_ablation(out, method, seed=seed, seeds=seeds, console=console, data=data,
+                                overrides=list(override))
+        console.print(f"{len(paths)} card(s); paired differences: {out / 'ablation_seeds.csv'}")
+        return
     job_name = bench_job_of(method)
     if out is not None:
         from visec.paths import output_folder

@@ -110,6 +110,10 @@ def test_the_report_shows_saliency_maps_and_scores_them_against_the_blend_masks(
     assert "<h2>Saliency maps" in html
     assert "mask AUC of the saliency maps" in html
     assert "saliency skipped" not in html
+    # the shortcut checks of the embedded data: no pixel differs outside the masks, and the tiny
+    # model's occlusion row is there
+    assert "<h2>Shortcut checks of the data" in html
+    assert "0.00% of them differ by more than 1/255" in html and "outside greyed" in html
 
 
 def test_a_run_trained_on_other_images_is_not_reused(bench, tmp_path):

@@ -271,3 +271,9 @@ def test_fac_test_pass_on_the_same_checkpoint(tiny_run, synth_small, one_torch_t
     s_real = pd.read_csv(cards / f"{fac.slug()}.scores.csv").set_index("path").loc[s_plain.index]
     assert (s_real["prob"] - s_plain["prob"]).abs().max() > 1e-3
     assert 0 <= fac.metrics["frame"]["auc"]["value"] <= 1
+    # the card says what the adaptation did: one entry per test video, and the mean probability
+    # change it reports is the one the score tables show
+    block = fac.metrics["fac"]
+    assert block["videos"] == 12 and block["att_first_step"] >= 0 and "fac" not in plain.metrics
+    assert block["mean_abs_prob_change"] == pytest.approx((s_real["prob"] - s_plain["prob"]).abs().mean(), abs=1e-5)
+    assert tiny.metrics["fac"]["mean_abs_prob_change"] < 1e-4

@@ -163,6 +163,12 @@ def test_tiny_fitted_run_scores_in_ranges_and_round_trips(e2e_run, one_torch_thr
     card = engine.test()
     assert "stage_a" in card.metrics and 0 <= card.metrics["stage_a"]["auc"]["value"] <= 1
     assert fit["best_epoch"] is not None
+    # every epoch's stage B logs how it separates its own training set
+    import pandas as pd
+
+    logged = pd.read_csv(engine.run_dir / "logs" / "metrics.csv")
+    assert logged["train/svr_auc"].notna().sum() == cfg.train.max_epochs
+    assert logged["train/svr_auc"].dropna().between(0, 1).all()
 
     # the fidelity stage on the training split: targets in their ranges, scores ordered by class
     module, _ = engine.load_module(engine.run_dir / LAST)

@@ -260,3 +260,9 @@ def test_end_to_end_run_keeps_its_statistics_and_reports_the_hierarchy(e2e_run, 
     hier = card.metrics["hierarchical"]
     assert 0 <= hier["acc"]["value"] <= 1 and 0 <= hier["type_acc"]["value"] <= 1
     assert hier["classes"] == "real|component|faceswap|resynth"
+    # each branch's own AUC and fusion weight: the weights are the checkpoint's, and sum to one
+    branches = card.metrics["branches"]
+    w = module.net.fusion_weights("binary")
+    assert set(branches) == {"rgb", "dct"}
+    assert [branches[b]["fusion_weight"] for b in ("rgb", "dct")] == pytest.approx(w.tolist(), abs=1e-6)
+    assert all(0 <= v["auc"] <= 1 for v in branches.values())

@@ -67,6 +67,9 @@ class Entrant:
     # attacked tests of the intra checkpoint (visec.attacks.detector specs, one card each);
     # "transfer" without a source means: crafted on this bench's Xception baseline
     attacks: tuple[str, ...] = ()
+    seed: int | None = None  # training seed (None: the bench's seed); the data stay those of the bench seed
+    # test variants on every protocol, not only on intra (the ablation's test-only counterparts)
+    protocol_variants: tuple[tuple[str, ...], ...] = ()
 
 
 #: the attacked columns of `visec bench`: white-box PGD-10 at four L-inf budgets and one L2 budget,
@@ -118,14 +121,19 @@ def method_entrants(method: str) -> list[Entrant]:
     return out
 
 
-def embedded_data(out: Path, seed: int, console: Console) -> Path:
+def embedded_data(out: Path, seed: int, console: Console, *, size: int | None = None,
+                  identities: int | None = None) -> Path:
+    """The embedded face-forgery data in ``out`` (generated once, cached): the demo's 64 px and 500
+    identities unless ``size`` / ``identities`` say otherwise."""
     from rich.progress import Progress
 
     from visec.data.synthetic import make_synth_dataset
 
+    extra = {k: v for k, v in (("size", size), ("identities", identities)) if v is not None}
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("generating the embedded face-forgery data", total=None)
-        report = make_synth_dataset(out, seed=seed, progress=lambda d, t: bar.update(task, completed=d, total=t))
+        report = make_synth_dataset(out, seed=seed, progress=lambda d, t: bar.update(task, completed=d, total=t),
+                                    **extra)
     how = "cached" if report.cached else f"generated in {report.seconds:.1f} s"
     console.print(f"data: {report.images} images ({', '.join(f'{k} {v}' for k, v in report.counts.items())}), "
                   f"{how}: {report.manifest}")
@@ -162,6 +170,7 @@ def images_digest(df) -> str:
 def _run(plan: _Plan, manifest: Path, images: str, out: Path, seed: int, extra: list[str],
          console: Console, step: str) -> list[Path]:
     e = plan.entrant
+    seed = seed if e.seed is None else e.seed
     run_dir = out / "runs" / e.label / plan.protocol.replace(":", "-")
     cfg = load_config(e.config, [f"data.manifest={manifest}", f"train.seed={seed}", *e.overrides,
                                *plan.overrides, *extra])
@@ -202,7 +211,8 @@ def _run(plan: _Plan, manifest: Path, images: str, out: Path, seed: int, extra: 
         c = ResultCard.load(p)
         have[(c.method, c.protocol)] = p
     tests = [(engine, corruption, None) for corruption in plan.tests]  # (engine, corruption, attack)
-    for variant in e.test_variants if plan.protocol == "intra" else ():  # same checkpoint, other test
+    variants = [*(e.test_variants if plan.protocol == "intra" else ()), *e.protocol_variants]
+    for variant in variants:  # same checkpoint, other test
         vcfg = load_config(e.config, [f"data.manifest={manifest}", f"train.seed={seed}", *e.overrides,
                                       *plan.overrides, *extra, *variant])
         tests.append((Engine(vcfg, run_dir, progress=True), None, None))

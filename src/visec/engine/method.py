@@ -28,6 +28,9 @@ Everything the engine, the bench, the CLI and the contract test need comes from 
   (GCSCoOp: base and new classes);
 * ``bench`` names the bench job ``visec bench --method NAME`` runs; ``bench_tests`` and
   ``bench_entrants`` add test-time variants and extra entrants to a forgery bench;
+* ``counterpart`` (detectors) declares the plain model its paper claims to beat: the same backbone
+  and recipe with the mechanism switched off (:class:`Counterpart`), trained beside it by
+  ``visec bench --method NAME --ablation`` and ``visec bench --suite ablation``;
 * ``readme()`` is the folder's README (paper, equations, departures, and the test guarding each
   core mechanism).
 
@@ -40,6 +43,7 @@ adaptation, :class:`~visec.engine.module.BinaryDetector` (``adapts_at_test``, ``
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -50,6 +54,24 @@ from torch import nn
 from visec.config import DataConfig, TrainConfig, config_dir
 from visec.engine.module import BinaryDetector, MethodModule
 from visec.errors import ConfigError, RegistryError
+
+
+@dataclass(frozen=True)
+class Counterpart:
+    """The plain model a detector's paper compares against: its own config with ``overrides`` applied
+    (same backbone, data, seed and schedule; the mechanism off).
+
+    ``mechanism`` says what is switched off (for reports). ``removed`` lists the parameter names the
+    counterpart lacks (``fnmatch`` patterns: ``dct.*``): every other parameter must exist in both
+    with the same shape, which the contract test checks. ``test_only``: the overrides change only
+    how a trained checkpoint scores (DeepFidelity's stage-A score instead of the SVR), so the
+    counterpart is the method's own checkpoint tested again, not a second training.
+    """
+
+    overrides: tuple[str, ...]
+    mechanism: str
+    removed: tuple[str, ...] = ()
+    test_only: bool = False
 
 
 class Method:
@@ -66,6 +88,8 @@ class Method:
     bench_tests: ClassVar[tuple[tuple[str, ...], ...]] = ()
     # forgery bench: extra entrants ``(label suffix, overrides, leave-one-out?, sweep?[, attacked?])``
     bench_entrants: ClassVar[tuple[tuple[Any, ...], ...]] = ()
+    # the paper's plain counterpart (detectors): what `--ablation` trains beside the method
+    counterpart: ClassVar[Counterpart | None] = None
     # the tests `visec train` runs on the selected checkpoint: (split, protocol); None = the defaults
     test_protocols: ClassVar[tuple[tuple[str | None, str | None], ...]] = ((None, None),)
 

@@ -207,6 +207,10 @@ def forgery_report(card_paths: list[Path], manifest: Path, examples: int = 6) ->
 
     paths_of = {id(c): p for c, p in zip(cards, card_paths)}
     saliency_section(report, [(c, paths_of[id(c)]) for c in intra], m)
+    if "mask" in m.df.columns:  # the embedded data: is there a cue outside the manipulated region?
+        from visec.report.shortcuts import shortcut_checks, shortcut_section
+
+        shortcut_section(report, shortcut_checks(m, [(c, paths_of[id(c)]) for c in intra]))
     from visec.report.attacked import attacked_section
 
     attacked_section(report, list(zip(cards, card_paths)), scores, m)
@@ -325,7 +329,10 @@ def saliency_section(report: HtmlReport, intra: list[tuple[ResultCard, Path]], m
                     "second row is the blend mask the forgery actually used (black for real images). The table "
                     "scores each model's map as a detector of the blended pixels (pixel AUC, averaged over "
                     f"up to {measured} test fakes per family; 0.5 = unrelated to the manipulated region). A test-time "
-                    "variant of a run (e.g. acmf+fac) shares its run's map.")
+                    "variant of a run (e.g. acmf+fac) shares its run's map. Grad-CAM is "
+                    "only as fine as the last feature map (2x2 for MobileNetV2 at 64 px, 4x4 at 128), so a low mask "
+                    "AUC does not by itself say the model looks elsewhere: the occlusion check of the shortcut "
+                    "section measures where its evidence lies.")
         n = len(shown)
         fig, axes = plt.subplots(2 + len(maps), n, figsize=(1.45 * n, 1.5 * (2 + len(maps))), squeeze=False)
         for k, row in shown.iterrows():

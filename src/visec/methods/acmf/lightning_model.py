@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from visec.engine.method import Method, check_backbones, with_backbone
+from visec.engine.method import Counterpart, Method, check_backbones, with_backbone
 from visec.engine.module import BinaryDetector
 from visec.methods.acmf.torch_model import (ACMFNet, ForgeryAttentionConsistency, MaskedFrequency,
                                             default_half_width)
@@ -114,14 +114,33 @@ class ACMF(BinaryDetector):
         ds = self.trainer.datamodule.dataset(self.trainer.datamodule.cfg.test_split)
         videos = ds.df["video_id"].to_numpy()
         prob = np.zeros(len(index), dtype=np.float32)
+        self._fac_log = []
         for vid in dict.fromkeys(videos[index]):  # first-seen order
             rows = np.flatnonzero(videos == vid)
             frames = torch.stack([self.test_image(ds, i) for i in rows]).to(self.device)
+            before = self.fac_adapter._no_grad_logits(frames)
             logits = self.fac_adapter.adapt_and_predict(frames, key=str(vid))
+            hist = self.fac_adapter.history
+            self._fac_log.append((hist[0]["att"], hist[-1]["att"], hist[0]["cls"],
+                                  float((torch.sigmoid(logits) - torch.sigmoid(before)).abs().mean())))
             by_row = dict(zip(rows.tolist(), torch.sigmoid(logits.float()).cpu().tolist()))
             mine = videos[index] == vid
             prob[mine] = [by_row[int(i)] for i in index[mine]]
         return torch.from_numpy(prob)
+
+    def _evaluate(self, loader_split: str, n_bootstrap: int) -> dict[str, Any]:
+        """With FAC, the card also says what the adaptation did (means over the test videos): the
+        attention-consistency loss at the first and the last step, the source loss before flooding,
+        and how far the frames' probabilities moved."""
+        res = super()._evaluate(loader_split, n_bootstrap)
+        log = getattr(self, "_fac_log", None)
+        if self.params.fac and log:
+            a = np.asarray(log, dtype=np.float64)
+            res["metrics"]["fac"] = {"videos": len(a), "att_first_step": float(a[:, 0].mean()),
+                                     "att_last_step": float(a[:, 1].mean()), "source_bce": float(a[:, 2].mean()),
+                                     "mean_abs_prob_change": float(a[:, 3].mean())}
+            self._fac_log = []
+        return res
 
     def adapt_and_predict(self, frames: torch.Tensor, key: str | None = None) -> torch.Tensor:
         """FAC on one video outside the engine: probabilities of fake ``(N,)`` after adaptation.
@@ -142,6 +161,10 @@ class ACMFMethod(Method):
     bench = "forgery"
     # `visec bench --method acmf` also tests the intra checkpoint with FAC (transductive)
     bench_tests = (("model.fac=true",),)
+    # the paper's claim: MFR (and FAC) beat the same backbone trained plainly; r = 0 makes the MFR
+    # the identity, FAC is off by default: the counterpart is the plain backbone classifier
+    counterpart = Counterpart(("model.mask_ratio=0", "model.fac=false"),
+                              "masked frequency representation (r = 0) and FAC (off)")
 
     @classmethod
     def build_net(cls, params: ACMFParams) -> ACMFNet:
@@ -151,8 +174,9 @@ class ACMFMethod(Method):
 
     @classmethod
     def card_name(cls, params: ACMFParams) -> str:
-        """``acmf`` / ``acmf+fac``; ``acmf/<backbone>[+imagenet|+pretrained][+fac]`` off the paper's backbone."""
-        return with_backbone("acmf", params.backbone, params.weights, "xception") + ("+fac" if params.fac else "")
+        """``acmf`` / ``acmf+fac`` (``+no-mfr`` with r = 0); ``acmf/<backbone>[+imagenet|+pretrained][+fac]`` off the paper's backbone."""
+        return (with_backbone("acmf", params.backbone, params.weights, "xception")
+                + ("+no-mfr" if params.mask_ratio == 0 else "") + ("+fac" if params.fac else ""))
 
 
 __all__ = ["ACMF", "ACMFMethod", "ACMFParams", "default_half_width"]

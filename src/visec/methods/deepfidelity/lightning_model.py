@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from visec.config import TrainConfig
-from visec.engine.method import Method
+from visec.engine.method import Counterpart, Method
 from visec.engine.module import BinaryDetector, make_optimizer
 from visec.errors import ConfigError
 from visec.methods.deepfidelity.quality import build_quality, fidelity_targets
@@ -66,6 +66,9 @@ class DeepFidelityParams(BaseModel):
     svr_epsilon: float = Field(0.1, ge=0)
     svr_gamma: float | Literal["scale", "auto"] = "scale"
     svr_max_samples: int = Field(4096, ge=2)  # training images the SVR is fitted on (seeded subset)
+    # what the card scores with: the fidelity SVR (the method) or the stage-A classifier's own
+    # sigmoid(class logit) (the ablation's counterpart; stage B is then not fitted)
+    scorer: Literal["svr", "stage_a"] = "svr"
 
     @field_validator("depths", "dims", "patch_sizes")
     @classmethod
@@ -156,7 +159,8 @@ class DeepFidelity(BinaryDetector):
     # -- stage B ---------------------------------------------------------------------------------
     def epoch_stage(self) -> None:
         """Stage B on each epoch's weights, so the checkpoint saved after it carries its SVR."""
-        self.refit_fidelity()
+        if self.params.scorer == "svr":
+            self.refit_fidelity()
 
     def _train_view(self, dm=None):
         dm = dm if dm is not None else self.trainer.datamodule
@@ -224,12 +228,22 @@ class DeepFidelity(BinaryDetector):
         payload = trainer.strategy.broadcast(payload, src=0)
         self.net.svr.load_sklearn(payload["svr"])
         self.fit_info = payload["info"]
+        info = self.fit_info
+        if len(np.unique(info["label"])) == 2:  # how well stage B separates the set it was fitted on
+            from visec.metrics.classification import roc_auc
+
+            self.log_dict({"train/svr_auc": float(roc_auc(info["label"], -info["fidelity"])),
+                           "train/svr_mae": float(np.abs(info["fidelity"] - info["target"]).mean()),
+                           "train/svr_support": float(info["n_support"])}, prog_bar=False, on_step=False,
+                          on_epoch=True)
 
     # -- evaluation ------------------------------------------------------------------------------
     def _scores(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         net = self.net
         fmap = net.backbone.forward_map(net.normalize(images))[0]
         prob_a = torch.sigmoid(net.backbone.forward_heads(fmap)[0].float())
+        if self.params.scorer == "stage_a":
+            return {"prob": prob_a, "prob_stage_a": prob_a}
         if not net.svr.is_fitted:
             if not self._warned:
                 from lightning.pytorch.utilities import rank_zero_warn
@@ -246,11 +260,15 @@ class DeepFidelity(BinaryDetector):
         would give saturated faces no gradient), else the class logit. The RBF SVR runs in torch, so
         the attack follows the scorer itself."""
         net = self.net
-        return 0.5 - net.fidelity(images) if net.svr.is_fitted else net.class_logit(images)
+        return 0.5 - net.fidelity(images) if self._svr_scores() else net.class_logit(images)
 
     def attack_offset(self, threshold: float) -> float:
         # prob = 1 - s >= t  <=>  0.5 - s >= t - 0.5
-        return float(threshold) - 0.5 if self.net.svr.is_fitted else super().attack_offset(threshold)
+        return float(threshold) - 0.5 if self._svr_scores() else super().attack_offset(threshold)
+
+    def _svr_scores(self) -> bool:
+        """Whether the card's score is the fidelity SVR's (fitted, and model.scorer=svr)."""
+        return self.params.scorer == "svr" and bool(self.net.svr.is_fitted)
 
     def _collect(self, batch: dict[str, Any]) -> None:
         for k, v in self._scores(batch["image"]).items():
@@ -278,7 +296,8 @@ class DeepFidelity(BinaryDetector):
                                      seed=self.train_cfg.seed)
             res["metrics"]["stage_a"] = stage_a["frame"]
         else:
-            res["metrics"]["scorer"] = "stage_a (no fidelity SVR fitted)"
+            res["metrics"]["scorer"] = ("stage_a (model.scorer=stage_a)" if self.params.scorer == "stage_a"
+                                        else "stage_a (no fidelity SVR fitted)")
         return res
 
     def on_validation_epoch_end(self) -> None:
@@ -295,7 +314,7 @@ class DeepFidelity(BinaryDetector):
         net = self.net
 
         def score(x: torch.Tensor) -> torch.Tensor:
-            return 0.5 - net.fidelity(x) if net.svr.is_fitted else net.class_logit(x)
+            return 0.5 - net.fidelity(x) if self._svr_scores() else net.class_logit(x)
 
         was_training = self.training
         self.eval()
@@ -313,6 +332,10 @@ class DeepFidelityMethod(Method):
     Params = DeepFidelityParams
     Module = DeepFidelity
     bench = "forgery"
+    # the paper's claim: the quality-aware fidelity SVR beats the SSAAFormer's own classifier score;
+    # the same checkpoint scored both ways (no second training)
+    counterpart = Counterpart(("model.scorer=stage_a",), "fidelity SVR (stage B) replaced by the "
+                              "stage-A classifier's score", test_only=True)
 
     @classmethod
     def build_net(cls, params: DeepFidelityParams) -> DeepFidelityNet:
@@ -324,7 +347,8 @@ class DeepFidelityMethod(Method):
 
     @classmethod
     def card_name(cls, params: DeepFidelityParams) -> str:
-        return "deepfidelity" + ("+mixtoken" if params.mix_token else "")
+        return ("deepfidelity" + ("+mixtoken" if params.mix_token else "")
+                + ("+stage-a" if params.scorer == "stage_a" else ""))
 
 
 __all__ = ["DeepFidelity", "DeepFidelityMethod", "DeepFidelityParams"]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from visec.engine.method import Method, check_backbones, with_backbone
+from visec.engine.method import Counterpart, Method, check_backbones, with_backbone
 from visec.engine.module import BinaryDetector
 from visec.methods.fedforgery.torch_model import FedForgeryNet
 from visec.registry import METHODS

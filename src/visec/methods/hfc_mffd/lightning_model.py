@@ -8,12 +8,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from visec.engine.method import Method, check_backbones
+from visec.engine.method import Counterpart, Method, check_backbones
 from visec.engine.module import BinaryDetector, configure_optimizers
 from visec.errors import ConfigError
-from visec.methods.hfc_mffd.torch_model import (BRANCHES, HFCMFFDNet, extract_patches, fit_fusion_logits,
+from visec.methods.hfc_mffd.torch_model import (HFCMFFDNet, extract_patches, fit_fusion_logits,
                                                 hfc_loss, hierarchical_decision, paint_patches,
                                                 split_modalities)
 from visec.preprocess.frequency import WelfordStats, dct2
@@ -50,6 +50,17 @@ class HFCParams(BaseModel):
     patch_head_lr_scale: float = Field(1.0, gt=0)
     image_head_lr_scale: float = Field(0.1, gt=0)
     welford_max_images: int | None = Field(None, ge=1)  # cap on training images for the DCT statistics
+    # the ablation's switches (the paper's claim is that both help): the DCT branch and the
+    # intra-attention encoder of the image heads
+    branches: list[Literal["rgb", "dct"]] = Field(default_factory=lambda: ["rgb", "dct"], min_length=1)
+    patch_attention: bool = True
+
+    @field_validator("branches")
+    @classmethod
+    def _rgb_branch(cls, v: list[str]) -> list[str]:
+        if "rgb" not in v:
+            raise ValueError("the RGB branch is the detector's base: branches must include rgb")
+        return [b for b in ("rgb", "dct") if b in v]
 
 
 @torch.no_grad()
@@ -92,7 +103,7 @@ class HFCMFFD(BinaryDetector):
     def prepare_fit(self) -> None:
         """Welford pass over the training patches, once (skipped when the statistics came with a
         resumed checkpoint)."""
-        if float(self.net.dct_count) > 0:
+        if float(self.net.dct_count) > 0 or "dct" not in self.net.branches:
             return
         dm = self.trainer.datamodule
         ds = dm.dataset(dm.cfg.train_split)
@@ -131,7 +142,7 @@ class HFCMFFD(BinaryDetector):
         if fake.any() and int(family.max()) >= self.net.num_families:
             raise ConfigError(f"family index {int(family.max())} >= model.num_families={self.net.num_families}")
         a, total, logs = self.params.alpha, 0.0, {}
-        for b in BRANCHES:
+        for b in self.net.branches:
             o = out[b]
             lb = hfc_loss(o["patch"], o["image"], label, a)
             if fake.any():
@@ -146,7 +157,7 @@ class HFCMFFD(BinaryDetector):
     # -- evaluation -----------------------------------------------------------------------------
     def _collect(self, batch: dict[str, Any]) -> None:
         out = self.net.forward_branches(batch["image"])
-        for b in BRANCHES:
+        for b in self.net.branches:
             z = out[b]["image"].float()
             self._record(f"margin_{b}", z[:, 1] - z[:, 0])
             for j in range(self.net.num_families):
@@ -158,7 +169,7 @@ class HFCMFFD(BinaryDetector):
     def _branch_logits(self, got: dict[str, np.ndarray]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per branch: binary logits ``[0, margin]`` (n, 2) and family logits (n, K)."""
         binary, family = [], []
-        for b in BRANCHES:
+        for b in self.net.branches:
             m = torch.from_numpy(got[f"margin_{b}"]).float()
             binary.append(torch.stack([torch.zeros_like(m), m], 1))
             family.append(torch.stack([torch.from_numpy(got[f"fam{j}_{b}"]).float()
@@ -192,15 +203,21 @@ class HFCMFFD(BinaryDetector):
             self._eval = kept
             self.fit_fusion(got)
             w = self.net.fusion_weights("binary")
-            self.log_dict({f"val/fusion_{b}": float(w[i]) for i, b in enumerate(BRANCHES)}, prog_bar=False)
+            self.log_dict({f"val/fusion_{b}": float(w[i]) for i, b in enumerate(self.net.branches)}, prog_bar=False)
         super().on_validation_epoch_end()
 
     def _evaluate(self, loader_split: str, n_bootstrap: int) -> dict[str, Any]:
+        from visec.metrics.classification import roc_auc
+
         res = super()._evaluate(loader_split, n_bootstrap)
         got = self._last
         binary, family = self._branch_logits(got)
         fb = self.net.fusion_weights("binary").detach().cpu().float()
         ff = self.net.fusion_weights("family").detach().cpu().float()
+        if len(np.unique(got["label"])) == 2:  # each branch alone, and the weight fusion gives it
+            res["metrics"]["branches"] = {b: {"auc": float(roc_auc(got["label"].astype(int), got[f"margin_{b}"])),
+                                              "fusion_weight": float(fb[i])}
+                                          for i, b in enumerate(self.net.branches)}
         pred = hierarchical_decision(sum(fb[i] * z for i, z in enumerate(binary)),
                                      sum(ff[i] * z for i, z in enumerate(family))).numpy()
         label, fam = got["label"].astype(int), got["family"].astype(int)
@@ -247,6 +264,10 @@ class HFCMethod(Method):
     # `visec bench --method hfc_mffd` also trains on the NIR twin and on VIS+NIR (intra only)
     bench_entrants = (("nir", ("data.modality=nir",), False, False),
                       ("vis+nir", ("data.modality=vis+nir",), False, False))
+    # the paper's claim: the DCT branch and the intra-attention heads beat the RGB patch branch alone
+    counterpart = Counterpart(("model.branches=[rgb]", "model.patch_attention=false"),
+                              "DCT branch (off) and patch intra-attention (off)",
+                              removed=("dct.*", "*.encoder.*"))
 
     @classmethod
     def build_net(cls, params: HFCParams) -> HFCMFFDNet:
@@ -258,7 +279,8 @@ class HFCMethod(Method):
                           dct_backbone_kwargs=p.dct_backbone_kwargs, normalize=p.normalize, d_model=p.d_model,
                           nhead=p.nhead, ffn_dim=p.ffn_dim, patch_hidden=p.patch_hidden,
                           image_hidden=p.image_hidden, attn_dropout=p.attn_dropout, dropout=p.dropout,
-                          fusion=p.fusion, legacy_batch_axis_attention=p.legacy_batch_axis_attention)
+                          fusion=p.fusion, legacy_batch_axis_attention=p.legacy_batch_axis_attention,
+                          branches=p.branches, patch_attention=p.patch_attention)
 
     @classmethod
     def card_name(cls, params: HFCParams) -> str:
@@ -267,4 +289,8 @@ class HFCMethod(Method):
             name += "+legacy-attention"
         if params.fusion == "sum":
             name += "+sum-fusion"
+        if "dct" not in params.branches:
+            name += "+rgb-only"
+        if not params.patch_attention:
+            name += "+no-attention"
         return name

@@ -156,7 +156,8 @@ def mlp(sizes: Sequence[int], dropout: float) -> nn.Sequential:
 
 # -- heads -----------------------------------------------------------------------------------------
 class IntraAttentionHead(nn.Module):
-    """A transformer encoder layer over the patch tokens, flatten (order-sensitive), MLP.
+    """A transformer encoder layer over the patch tokens, flatten (order-sensitive), MLP
+    (``attention=False``: no encoder layer, the MLP sees the tokens themselves).
 
     ``legacy_batch_axis_attention`` reproduces the official code: the layer is built with
     ``batch_first=False`` yet receives ``(B, N, d)``, so attention mixes the *images of the batch*
@@ -164,11 +165,14 @@ class IntraAttentionHead(nn.Module):
     """
 
     def __init__(self, d: int, n_tokens: int, n_out: int, hidden: Sequence[int], nhead: int, ffn: int,
-                 attn_dropout: float, dropout: float, legacy_batch_axis_attention: bool = False) -> None:
+                 attn_dropout: float, dropout: float, legacy_batch_axis_attention: bool = False,
+                 attention: bool = True) -> None:
         super().__init__()
         self.legacy = legacy_batch_axis_attention
-        self.encoder = nn.TransformerEncoderLayer(d, nhead, dim_feedforward=ffn, dropout=attn_dropout,
-                                                  batch_first=not legacy_batch_axis_attention)
+        # attention=False (the ablation's counterpart): the same flatten + MLP on the raw tokens
+        self.encoder = (nn.TransformerEncoderLayer(d, nhead, dim_feedforward=ffn, dropout=attn_dropout,
+                                                   batch_first=not legacy_batch_axis_attention)
+                        if attention else nn.Identity())
         self.mlp = mlp([n_tokens * d, *hidden, n_out], dropout)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, N, d) -> (B, n_out)
@@ -181,7 +185,8 @@ class PatchBranch(nn.Module):
 
     def __init__(self, backbone: nn.Module, n_tokens: int, n_families: int, d_model: int | None,
                  nhead: int, ffn: int, patch_hidden: Sequence[int], image_hidden: Sequence[int],
-                 attn_dropout: float, dropout: float, legacy_batch_axis_attention: bool) -> None:
+                 attn_dropout: float, dropout: float, legacy_batch_axis_attention: bool,
+                 attention: bool = True) -> None:
         super().__init__()
         self.backbone = backbone
         feat = backbone.num_features
@@ -195,10 +200,10 @@ class PatchBranch(nn.Module):
         self.n_tokens = n_tokens
         self.patch_binary = mlp([d, *patch_hidden, 2], dropout)
         self.image_binary = IntraAttentionHead(d, n_tokens, 2, image_hidden, nhead, ffn, attn_dropout, dropout,
-                                               legacy_batch_axis_attention)
+                                               legacy_batch_axis_attention, attention)
         self.patch_family = mlp([d, *patch_hidden, n_families], dropout)
         self.image_family = IntraAttentionHead(d, n_tokens, n_families, image_hidden, nhead, ffn, attn_dropout,
-                                               dropout, legacy_batch_axis_attention)
+                                               dropout, legacy_batch_axis_attention, attention)
 
     def tokens(self, patches: torch.Tensor) -> torch.Tensor:  # (B, N, C, k, k) -> (B, N, d)
         b, n = patches.shape[:2]
@@ -271,26 +276,33 @@ class HFCMFFDNet(nn.Module):
                  normalize: bool = True, d_model: int | None = None, nhead: int = 8, ffn_dim: int = 2048,
                  patch_hidden: Sequence[int] = (512, 512), image_hidden: Sequence[int] = (2048, 512),
                  attn_dropout: float = 0.1, dropout: float = 0.5, fusion: Literal["learned", "sum"] = "learned",
-                 legacy_batch_axis_attention: bool = False) -> None:
+                 legacy_batch_axis_attention: bool = False, branches: Sequence[str] = BRANCHES,
+                 patch_attention: bool = True) -> None:
         super().__init__()
         if num_families < 1:
             raise ValueError("num_families must be at least 1")
+        branches = tuple(b for b in BRANCHES if b in branches)  # canonical order
+        if not branches or "rgb" not in branches:
+            raise ValueError(f"branches must include 'rgb' (and optionally 'dct'), got {list(branches)}")
+        self.branches = branches
         self.k, self.per_side, self.num_families = patch_size, per_side, num_families
         self.n_tokens = per_side * per_side
         self.fusion = fusion
         self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD) if normalize else nn.Identity()
         common = dict(n_tokens=self.n_tokens, n_families=num_families, d_model=d_model, nhead=nhead, ffn=ffn_dim,
                       patch_hidden=tuple(patch_hidden), image_hidden=tuple(image_hidden), attn_dropout=attn_dropout,
-                      dropout=dropout, legacy_batch_axis_attention=legacy_batch_axis_attention)
+                      dropout=dropout, legacy_batch_axis_attention=legacy_batch_axis_attention,
+                      attention=patch_attention)
         self.rgb = PatchBranch(build_backbone(rgb_backbone, rgb_weights, 3, **(rgb_backbone_kwargs or {})),
                                **common)
-        self.dct = PatchBranch(build_backbone(dct_backbone, dct_weights, 1, **(dct_backbone_kwargs or {})),
-                               **common)
+        if "dct" in branches:
+            self.dct = PatchBranch(build_backbone(dct_backbone, dct_weights, 1, **(dct_backbone_kwargs or {})),
+                                   **common)
         self.register_buffer("dct_mean", torch.zeros(patch_size, patch_size))
         self.register_buffer("dct_std", torch.ones(patch_size, patch_size))
         self.register_buffer("dct_count", torch.zeros((), dtype=torch.float64))
-        self.register_buffer("fusion_binary", torch.zeros(len(BRANCHES)))
-        self.register_buffer("fusion_family", torch.zeros(len(BRANCHES)))
+        self.register_buffer("fusion_binary", torch.zeros(len(branches)))
+        self.register_buffer("fusion_family", torch.zeros(len(branches)))
 
     # -- inputs ---------------------------------------------------------------------------------
     def patches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,6 +326,9 @@ class HFCMFFDNet(nn.Module):
     def forward_branches(self, x: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
         """Every head of both branches: ``patch (B, N, 2)``, ``image (B, 2)``, ``patch_family (B, N, K)``,
         ``image_family (B, K)``."""
+        if "dct" not in self.branches:
+            rgb, _ = split_modalities(x)
+            return {"rgb": self.rgb(extract_patches(self.normalize(rgb), self.k, self.per_side))}
         rgb, coeffs = self.patches(x)
         return {"rgb": self.rgb(rgb), "dct": self.dct(self.standardise(coeffs)[:, :, None])}
 
@@ -327,9 +342,9 @@ class HFCMFFDNet(nn.Module):
 
     def fused(self, out: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """Fused ``binary (B, 2)``, ``family (B, K)``, ``patch (B, N, 2)`` logits of branch outputs."""
-        return {"binary": self.fuse([out[b]["image"] for b in BRANCHES], "binary"),
-                "family": self.fuse([out[b]["image_family"] for b in BRANCHES], "family"),
-                "patch": self.fuse([out[b]["patch"] for b in BRANCHES], "binary")}
+        return {"binary": self.fuse([out[b]["image"] for b in self.branches], "binary"),
+                "family": self.fuse([out[b]["image_family"] for b in self.branches], "family"),
+                "patch": self.fuse([out[b]["patch"] for b in self.branches], "binary")}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.fused(self.forward_branches(x))["binary"]
