@@ -196,9 +196,38 @@ def test_method_ablation_pairs_every_seed_and_protocol(tmp_path):
     seeds = pd.read_csv(out / "ablation_seeds.csv")
     assert set(seeds["seeds"]) == {2} and len(seeds) == 7
     assert "Shortcut checks" in (out / "ablation.html").read_text()
+    spread = pd.read_csv(out / "seeds.csv").set_index(["method", "protocol"])
+    row = spread.loc[("deepfidelity", "intra")]
+    aucs = [json.loads(p.read_text())["metrics"]["frame"]["auc"]["value"]
+            for p in sorted(out.glob("runs/deepfidelity-seed*/intra/cards/deepfidelity_*.card.json"))]
+    assert row["seeds"] == 2 and row["mean"] == pytest.approx(np.mean(aucs))
+    assert row["sd"] == pytest.approx(np.std(aucs, ddof=1))
     checks = json.loads((out / "shortcuts.json").read_text())
     assert {r["model"] for r in checks["occlusion"]} == {"acmf/tiny_cnn", "deepfidelity"}
     before = {p: p.stat().st_mtime for p in out.glob("runs/*/*/best.safetensors")}
     ablation_bench(out, {"acmf": tuple(TINY["acmf"]), "deepfidelity": tuple(TINY["deepfidelity"])}, seeds=2,
                    data=data.manifest, overrides=quick, shortcuts=False)
     assert {p: p.stat().st_mtime for p in out.glob("runs/*/*/best.safetensors")} == before  # nothing retrained
+
+
+def test_fedforgery_counterpart_classifies_the_image_itself_with_the_classifier_loss_alone():
+    cp = method_of("fedforgery").counterpart
+    module = build_module(load_config("fedforgery", [*TINY["fedforgery"], *cp.overrides])).eval()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    parts = module.net.parts(x)
+    assert torch.equal(parts["residual"], module.net.normalize(x))  # no x - G(x)
+    logs = module.losses({"image": x, "label": torch.tensor([0.0, 1.0]), "index": torch.arange(2)})
+    assert set(logs) == {"ce", "loss"} and torch.equal(logs["loss"], logs["ce"])
+
+
+def test_cli_ablation_and_suite_mistakes_are_one_line_errors(capsys, tmp_path):
+    from visec.cli import main
+
+    assert main(["bench", "--ablation", "--out", str(tmp_path / "a")]) == 2
+    assert "--ablation needs --method" in capsys.readouterr().err
+    assert main(["bench", "--suite", "ablatoin", "--out", str(tmp_path / "b")]) == 2
+    assert "ablation" in capsys.readouterr().err  # did you mean
+    assert main(["bench", "--method", "mmnet", "--ablation", "--out", str(tmp_path / "c")]) == 2
+    assert "of a forgery detector" in capsys.readouterr().err
+    assert main(["bench", "--method", "xception", "--ablation", "--out", str(tmp_path / "d")]) == 2
+    assert "declares no counterpart" in capsys.readouterr().err

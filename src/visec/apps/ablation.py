@@ -58,6 +58,8 @@ class SuiteSettings:
         "hfc_mffd": ("model.patch_size=64", "train.max_epochs=1"),
         # stride-8 stem keeps the 16x16 stage-1 map (where SSAA mirrors) of the 64 px config
         "deepfidelity": ("model.patch_sizes=[8,2,2,2]", "train.max_epochs=6"),
+        # FedForgery's counterpart (model.generator=none) is declared too; its paper's claim is about
+        # federated training, so it is ablated on request (`--method fedforgery --ablation`), not here
     })
 
 
@@ -152,7 +154,8 @@ def ablation_bench(out: str | Path, methods: dict[str, tuple[str, ...]], *, seed
     """Train every method of ``methods`` (name -> its extra overrides) and its counterpart over
     ``seeds`` training seeds (``seed``, ``seed+1``, ...) on intra and leave-one-out, then write
     ``ablation.csv`` (per seed), ``ablation_seeds.csv`` (mean and spread over seeds) and
-    ``ablation.html`` (with the shortcut checks of the data) into ``out``. Returns the card paths."""
+    ``ablation.html`` (with the shortcut checks of the data), ``seeds.csv`` (every model's AUC over seeds
+beside its first seed's bootstrap interval) into ``out``. Returns the card paths."""
     from visec.apps.bench import embedded_data
 
     out = Path(out)
@@ -187,13 +190,19 @@ def ablation_bench(out: str | Path, methods: dict[str, tuple[str, ...]], *, seed
         checks = shortcut_checks(manifest, intra)
         (out / "shortcuts.json").write_text(json.dumps(checks, indent=2, default=float) + "\n")
     trained = sum((out / "runs" / p.entrant.label / p.protocol.replace(":", "-") / FIT_DONE).is_file() for p in plans)
-    report = ablation_report(rows, summary, checks, title=title,
+    from visec.report.leaderboard import seed_spread
+
+    cards = sorted(out.glob("runs/*/*/cards/*.card.json"))
+    spread = seed_spread([ResultCard.load(p) for p in cards]) if cards else None
+    if spread is not None:
+        spread.to_csv(out / "seeds.csv", index=False)
+    report = ablation_report(rows, summary, checks, spread=spread, title=title,
                              context=f"{manifest} ({len(m.df)} images); {len(seed_list)} training seed(s) "
                                      f"{seed_list}; {trained} of {len(plans)} runs trained")
     path = report.write(out / "ablation.html")
     console.print(summary.to_string(index=False) if len(summary) else "no complete pair yet")
     console.print(f"done in {time.perf_counter() - start:.0f} s; report: {path}")
-    return sorted(out.glob("runs/*/*/cards/*.card.json"))
+    return cards
 
 
 def method_ablation(out: str | Path, method: str, *, seed: int = 0, seeds: int = SEEDS, console: Console | None = None,
@@ -208,7 +217,7 @@ def method_ablation(out: str | Path, method: str, *, seed: int = 0, seeds: int =
                                       "3x data, 3 seeds, intra + leave-one-out, paired bootstrap, shortcut checks")
 def ablation_suite(out: str | Path, *, seed: int = 0, console: Console | None = None, data: str | Path | None = None,
                    overrides: list[str] | None = None, settings: SuiteSettings = SUITE) -> list[Path]:
-    methods = {m: settings.methods.get(m, ()) for m in ablation_methods()}
+    methods = dict(settings.methods)
     size = [] if data is not None else [f"data.image_size={settings.size}"]
     methods = {m: (*size, f"train.threads={settings.threads}", *extra) for m, extra in methods.items()}
     return ablation_bench(out, methods, seed=seed, seeds=settings.seeds, console=console, data=data,

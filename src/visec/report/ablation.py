@@ -100,7 +100,7 @@ def _ci_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def ablation_report(rows: pd.DataFrame, summary: pd.DataFrame, shortcuts: dict | None, *, title: str,
-                    context: str = "") -> HtmlReport:
+                    context: str = "", spread: pd.DataFrame | None = None) -> HtmlReport:
     """The HTML page: the over-seeds summary, every seed's paired interval, and the shortcut checks."""
     report = HtmlReport(title)
     report.text("Each detector against its own counterpart: the same config, data, seed and schedule with "
@@ -116,6 +116,12 @@ def ablation_report(rows: pd.DataFrame, summary: pd.DataFrame, shortcuts: dict |
         report.table(summary, float_format="{:+.3f}")
         report.heading("Per seed, with paired intervals")
         report.table(_ci_table(rows), float_format="{:.3f}")
+    if spread is not None and len(spread):
+        report.heading("Every model over seeds (frame AUC)")
+        report.text("Mean and sample standard deviation over training seeds (what retraining changes), beside "
+                    "the first seed's value and its bootstrap interval over test videos (what the test set's "
+                    "size allows).")
+        report.table(spread, float_format="{:.3f}")
     if shortcuts is not None:
         from visec.report.shortcuts import shortcut_section
 

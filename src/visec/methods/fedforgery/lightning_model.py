@@ -27,7 +27,7 @@ class FedForgeryParams(BaseModel):
 
     backbone: str = "resnet50"
     weights: Path | None = None  # local classifier weights, or "imagenet" (mobilenetv2 only, offline)
-    generator: Literal["vq", "vae"] = "vq"
+    generator: Literal["vq", "vae", "none"] = "vq"  # none: the ablation's counterpart (no residual)
     width: int = Field(64, ge=1)
     num_codes: int = Field(128, ge=2)
     dropout: float = Field(0.0, ge=0, lt=1)
@@ -43,8 +43,11 @@ def local_losses(parts: dict[str, torch.Tensor], labels: torch.Tensor, p: FedFor
     """``CE + rec_weight * rec + vq_weight * codebook + commit_weight * commitment`` (VQ) or
     ``CE + rec_weight * rec + kl_weight * KL`` (VAE); every term reported."""
     logit = parts["logit"].squeeze(-1)
-    out = {"ce": F.binary_cross_entropy_with_logits(logit, labels),
-           "rec": F.mse_loss(parts["recon"], parts["input"])}
+    out = {"ce": F.binary_cross_entropy_with_logits(logit, labels)}
+    if "recon" not in parts:  # no generator (model.generator=none): the classifier's loss alone
+        out["loss"] = out["ce"]
+        return out
+    out["rec"] = F.mse_loss(parts["recon"], parts["input"])
     if "e" in parts:
         out["codebook"] = F.mse_loss(parts["e"], parts["z_e"].detach())
         out["commit"] = F.mse_loss(parts["z_e"], parts["e"].detach())
@@ -91,6 +94,9 @@ class FedForgeryMethod(Method):
         # Krum keeps one client's model per round: its clean run separates that cost from the poison's
         ("krum-iid", ("fed.strategy=krum", "fed.partition=iid", "fed.krum_malicious=1"), False, False, False),
     )
+    # the residual claim, trained centrally: the same classifier on the image instead of x - G(x)
+    counterpart = Counterpart(("model.generator=none",), "residual generator G (off: the classifier sees x)",
+                              removed=("generator.*",))
 
     @classmethod
     def build_net(cls, params: FedForgeryParams) -> FedForgeryNet:
@@ -103,4 +109,4 @@ class FedForgeryMethod(Method):
     def card_name(cls, params: FedForgeryParams) -> str:
         """``fedforgery``; ``fedforgery/mobilenetv2+imagenet``; ``+vae`` for the Gaussian generator."""
         name = with_backbone(cls.name, params.backbone, params.weights, "resnet50")
-        return name + ("+vae" if params.generator == "vae" else "")
+        return name + {"vq": "", "vae": "+vae", "none": "+no-generator"}[params.generator]

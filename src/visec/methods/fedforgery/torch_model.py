@@ -116,15 +116,18 @@ class FedForgeryNet(nn.Module):
     """
 
     def __init__(self, backbone: str = "resnet50", weights: str | None = None, width: int = 64,
-                 num_codes: int = 128, generator: Literal["vq", "vae"] = "vq", dropout: float = 0.0,
+                 num_codes: int = 128, generator: Literal["vq", "vae", "none"] = "vq", dropout: float = 0.0,
                  normalize: bool = True, **backbone_kwargs) -> None:
         super().__init__()
         self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD) if normalize else nn.Identity()
-        self.generator = ResidualGenerator(width, num_codes, generator)
+        # "none" (the ablation's counterpart): no generator, the classifier sees the image itself
+        self.generator = ResidualGenerator(width, num_codes, generator) if generator != "none" else None
         self.classifier = BinaryClassifier(backbone, weights, dropout, normalize=False, **backbone_kwargs)
 
     def parts(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         xn = self.normalize(x)
+        if self.generator is None:
+            return {"input": xn, "residual": xn, "logit": self.classifier(xn)}
         out = self.generator(xn)
         residual = xn - out["recon"]
         return {**out, "input": xn, "residual": residual, "logit": self.classifier(residual)}
