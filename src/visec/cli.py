@@ -482,6 +482,8 @@ def bench_cmd(cards: Optional[list[Path]] = typer.Argument(None, help="Card file
                                             "counterpart (same backbone, mechanism off) over --seeds seeds; report "
                                             "the paired difference, intra and per held-out family."),
               seeds: int = typer.Option(3, "--seeds", min=1, max=100, help="Training seeds of --ablation."),
+              report_only: bool = typer.Option(False, "--report-only", help="With --ablation or --suite ablation: "
+                                               "train nothing, report the runs that have finished."),
               ) -> None:
     """With card paths: a leaderboard of them. Without: run a bench (data, train, test, report)."""
     from visec.apps.bench import forgery_bench, method_entrants
@@ -505,10 +507,12 @@ def bench_cmd(cards: Optional[list[Path]] = typer.Argument(None, help="Card file
             output_folder(out)
         out = out or Path("runs/bench") / f"ablation-{method}"
         paths = method_ablation(out, method, seed=seed, seeds=seeds, console=console, data=data,
-                                overrides=list(override))
+                                overrides=list(override), train=not report_only)
         console.print(f"{len(paths)} card(s); paired differences: {out / 'ablation_seeds.csv'}")
         return
     job_name = bench_job_of(method)
+    if report_only and job_name != "ablation":
+        raise ConfigError("--report-only goes with --ablation or --suite ablation")
     if out is not None:
         from visec.paths import output_folder
 
@@ -517,6 +521,8 @@ def bench_cmd(cards: Optional[list[Path]] = typer.Argument(None, help="Card file
         kwargs = {"data": data} if data is not None else {}
         if override:
             kwargs["overrides"] = list(override)
+        if report_only:
+            kwargs["train"] = False
         if job_name is not None:
             name = job_name
             out = out or Path("runs/bench") / name

@@ -150,11 +150,12 @@ def _card_name(method: str, overrides: tuple[str, ...], out: Path, seed: int, su
 def ablation_bench(out: str | Path, methods: dict[str, tuple[str, ...]], *, seed: int = 0, seeds: int = SEEDS,
                    console: Console | None = None, data: str | Path | None = None,
                    overrides: list[str] | None = None, size: int | None = None, identities: int | None = None,
-                   shortcuts: bool = True, title: str = "Paired ablations") -> list[Path]:
+                   shortcuts: bool = True, title: str = "Paired ablations", train: bool = True) -> list[Path]:
     """Train every method of ``methods`` (name -> its extra overrides) and its counterpart over
     ``seeds`` training seeds (``seed``, ``seed+1``, ...) on intra and leave-one-out, then write
     ``ablation.csv`` (per seed), ``ablation_seeds.csv`` (mean and spread over seeds) and
-    ``ablation.html`` (with the shortcut checks of the data), ``seeds.csv`` (every model's AUC over seeds
+    ``train=False`` trains nothing: it reports the runs that have finished (a long suite stopped
+    part-way). Writes ``ablation.html`` (with the shortcut checks of the data), ``seeds.csv`` (every model's AUC over seeds
 beside its first seed's bootstrap interval) into ``out``. Returns the card paths."""
     from visec.apps.bench import embedded_data
 
@@ -175,6 +176,8 @@ beside its first seed's bootstrap interval) into ``out``. Returns the card paths
     seed_list = [seed + k for k in range(seeds)]
     plans = _plans(methods, seed_list, families)
     for k, plan in enumerate(plans, 1):
+        if not train and not (out / "runs" / plan.entrant.label / plan.protocol.replace(":", "-") / FIT_DONE).is_file():
+            continue
         _run(plan, manifest, images, out, seed, list(overrides or []), console, f"[{k}/{len(plans)}]")
     protocols = ["intra", *(f"leave-out:{f}" for f in families)]
     pairs = [p for name in methods for p in pairs_of(out, name, seed_list, protocols)]
@@ -206,20 +209,20 @@ beside its first seed's bootstrap interval) into ``out``. Returns the card paths
 
 
 def method_ablation(out: str | Path, method: str, *, seed: int = 0, seeds: int = SEEDS, console: Console | None = None,
-                    data: str | Path | None = None, overrides: list[str] | None = None) -> list[Path]:
+                    data: str | Path | None = None, overrides: list[str] | None = None, train: bool = True) -> list[Path]:
     """``visec bench --method NAME --ablation``: one method and its counterpart on the default embedded
     data (or ``data``), with the method's shipped config."""
     return ablation_bench(out, {method: ()}, seed=seed, seeds=seeds, console=console, data=data,
-                          overrides=overrides, title=f"Paired ablation: {method}")
+                          overrides=overrides, title=f"Paired ablation: {method}", train=train)
 
 
 @BENCHES.register("ablation", summary="every detector against its own counterpart (mechanism off): 128 px, "
                                       "3x data, 3 seeds, intra + leave-one-out, paired bootstrap, shortcut checks")
 def ablation_suite(out: str | Path, *, seed: int = 0, console: Console | None = None, data: str | Path | None = None,
-                   overrides: list[str] | None = None, settings: SuiteSettings = SUITE) -> list[Path]:
+                   overrides: list[str] | None = None, settings: SuiteSettings = SUITE, train: bool = True) -> list[Path]:
     methods = dict(settings.methods)
     size = [] if data is not None else [f"data.image_size={settings.size}"]
     methods = {m: (*size, f"train.threads={settings.threads}", *extra) for m, extra in methods.items()}
     return ablation_bench(out, methods, seed=seed, seeds=settings.seeds, console=console, data=data,
                           overrides=overrides, size=settings.size, identities=settings.identities,
-                          title="Ablation suite: every detector against its own counterpart")
+                          title="Ablation suite: every detector against its own counterpart", train=train)
