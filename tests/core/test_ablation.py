@@ -104,8 +104,6 @@ def test_deepfidelity_counterpart_scores_with_the_stage_a_classifier_on_the_same
 
 # -- the paired report on known inputs -------------------------------------------------------------
 def _card(tmp_path, name, probs, labels, videos):
-    from visec.cards import ResultCard
-
     d = tmp_path / name
     d.mkdir()
     pd.DataFrame({"path": [f"img{i}.png" for i in range(len(probs))], "video_id": videos, "label": labels,
@@ -169,6 +167,38 @@ def test_shortcut_checks_find_a_planted_border_cue(synth_small, tmp_path):
         Image.fromarray(img).save(root / rel)
     assert outside_pixels(planted)["changed_share"] > 0.05
     assert outside_statistics(planted)["logistic_auc"] > 0.9
+
+
+def test_occlusion_greys_the_blended_region_or_everything_else(synth_small, tmp_path, monkeypatch):
+    """A stand-in detector that reads only the image border (outside every mask): greying the blended
+    region leaves its AUC where it was, greying everything else takes it to chance."""
+    import shutil
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    import visec.report.runs as runs
+    from visec.data.manifest import read_manifest
+    from visec.report.shortcuts import occlusion
+
+    root = tmp_path / "planted"
+    shutil.copytree(read_manifest(synth_small.manifest).root, root)
+    m = read_manifest(root / "manifest.jsonl", check_files=False)
+    for rel in m.df.loc[m.df["label"] == 1, "path"]:  # a bright top row on every fake
+        img = np.asarray(Image.open(root / rel)).copy()
+        img[0] = 255
+        Image.fromarray(img).save(root / rel)
+
+    class TopRow:
+        def attack_logit(self, x):
+            return x[:, :, 0].mean((1, 2))
+
+    cfg = SimpleNamespace(data=SimpleNamespace(image_size=64, modality="vis"))
+    monkeypatch.setattr(runs, "load_card_module", lambda card, path: (TopRow(), cfg))
+    card = SimpleNamespace(method="top-row")
+    row = occlusion([(card, tmp_path / "run" / "cards" / "x.card.json")], m)[0]
+    assert row["as is"] > 0.95 and row["blended region greyed"] > 0.95
+    assert row["outside greyed"] == pytest.approx(0.5, abs=0.05)
 
 
 # -- the bench end to end, shrunk --------------------------------------------------------------------
@@ -240,3 +270,16 @@ def test_cli_ablation_and_suite_mistakes_are_one_line_errors(capsys, tmp_path):
     assert "of a forgery detector" in capsys.readouterr().err
     assert main(["bench", "--method", "xception", "--ablation", "--out", str(tmp_path / "d")]) == 2
     assert "declares no counterpart" in capsys.readouterr().err
+
+
+def test_the_suite_data_take_their_own_size_and_identity_count(tmp_path):
+    from PIL import Image
+    from rich.console import Console
+
+    from visec.apps.bench import embedded_data
+    from visec.data.manifest import read_manifest
+
+    manifest = embedded_data(tmp_path / "data", 0, Console(quiet=True), size=48, identities=12)
+    m = read_manifest(manifest)
+    assert m.df["source_id"].nunique() == 12 + 2  # plus the two public-domain portraits
+    assert Image.open(m.root / m.df["path"].iloc[0]).size == (48, 48)

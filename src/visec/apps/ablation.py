@@ -26,10 +26,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 from rich.console import Console
 
-from visec.apps.bench import (FIT_DONE, Entrant, _Plan, _run, forgery_methods, images_digest)
+from visec.apps.bench import FIT_DONE, Entrant, _Plan, _run, forgery_methods, images_digest, run_dir_of
 from visec.cards import ResultCard
 from visec.data.datamodule import fake_families
 from visec.data.manifest import read_manifest
@@ -131,9 +130,12 @@ def pairs_of(out: Path, method: str, seeds: list[int], protocols: list[str]) -> 
         for protocol in protocols:
             sub = protocol.replace(":", "-")
             mine = _cards(out / "runs" / f"{method}-seed{seed}" / sub)
-            if cp.test_only:  # the counterpart is the variant whose card name the counterpart gives
-                theirs = [(c, p) for c, p in mine if c.method == _card_name(method, cp.overrides, out, seed, sub)]
-                mine = [(c, p) for c, p in mine if (c, p) not in theirs]
+            if cp.test_only and mine:  # the counterpart is the variant named as the counterpart's config names it
+                name = _card_name(method, cp.overrides, out, seed, sub)
+                theirs = [(c, p) for c, p in mine if c.method == name]
+                mine = [(c, p) for c, p in mine if c.method != name]
+            elif cp.test_only:
+                theirs = []
             else:
                 theirs = _cards(out / "runs" / f"{method}-counterpart-seed{seed}" / sub)
             theirs = [(c, p) for c, p in theirs if c.protocol == protocol]
@@ -160,11 +162,11 @@ def ablation_bench(out: str | Path, methods: dict[str, tuple[str, ...]], *, seed
                    shortcuts: bool = True, title: str = "Paired ablations", train: bool = True,
                    variant_seeds: int | None = None) -> list[Path]:
     """Train every method of ``methods`` (name -> its extra overrides) and its counterpart over
-    ``seeds`` training seeds (``seed``, ``seed+1``, ...) on intra and leave-one-out, then write
-    ``ablation.csv`` (per seed), ``ablation_seeds.csv`` (mean and spread over seeds) and
-    ``train=False`` trains nothing: it reports the runs that have finished (a long suite stopped
-    part-way). Writes ``ablation.html`` (with the shortcut checks of the data), ``seeds.csv`` (every model's AUC over seeds
-beside its first seed's bootstrap interval) into ``out``. Returns the card paths."""
+    ``seeds`` training seeds (``seed``, ``seed+1``, ...) on intra and leave-one-out, then write into
+    ``out``: ``ablation.csv`` (per seed), ``ablation_seeds.csv`` (mean and spread over seeds),
+    ``seeds.csv`` (every model's AUC over seeds beside its first seed's bootstrap interval),
+    ``shortcuts.json`` and ``ablation.html``. ``train=False`` trains nothing: it reports the runs that
+    have finished (a long suite stopped part-way). Returns the card paths."""
     from visec.apps.bench import embedded_data
 
     out = Path(out)
@@ -184,9 +186,8 @@ beside its first seed's bootstrap interval) into ``out``. Returns the card paths
     seed_list = [seed + k for k in range(seeds)]
     plans = _plans(methods, seed_list, families, variant_seeds)
     for k, plan in enumerate(plans, 1):
-        if not train and not (out / "runs" / plan.entrant.label / plan.protocol.replace(":", "-") / FIT_DONE).is_file():
-            continue
-        _run(plan, manifest, images, out, seed, list(overrides or []), console, f"[{k}/{len(plans)}]")
+        if train or (run_dir_of(out, plan) / FIT_DONE).is_file():
+            _run(plan, manifest, images, out, seed, list(overrides or []), console, f"[{k}/{len(plans)}]")
     protocols = ["intra", *(f"leave-out:{f}" for f in families)]
     pairs = [p for name in methods for p in pairs_of(out, name, seed_list, protocols)]
     rows = paired_rows(pairs)
@@ -200,7 +201,7 @@ beside its first seed's bootstrap interval) into ``out``. Returns the card paths
         intra = [(c, p) for name in methods for c, p in _cards(out / "runs" / f"{name}-seed{seed}" / "intra")]
         checks = shortcut_checks(manifest, intra)
         (out / "shortcuts.json").write_text(json.dumps(checks, indent=2, default=float) + "\n")
-    trained = sum((out / "runs" / p.entrant.label / p.protocol.replace(":", "-") / FIT_DONE).is_file() for p in plans)
+    trained = sum((run_dir_of(out, p) / FIT_DONE).is_file() for p in plans)
     from visec.report.leaderboard import seed_spread
 
     cards = sorted(out.glob("runs/*/*/cards/*.card.json"))

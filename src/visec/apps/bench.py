@@ -167,11 +167,16 @@ def images_digest(df) -> str:
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
+def run_dir_of(out: Path, plan: _Plan) -> Path:
+    """Where a plan's run lives: ``out/runs/<entrant label>/<protocol>`` (``:`` written ``-``)."""
+    return out / "runs" / plan.entrant.label / plan.protocol.replace(":", "-")
+
+
 def _run(plan: _Plan, manifest: Path, images: str, out: Path, seed: int, extra: list[str],
          console: Console, step: str) -> list[Path]:
     e = plan.entrant
     seed = seed if e.seed is None else e.seed
-    run_dir = out / "runs" / e.label / plan.protocol.replace(":", "-")
+    run_dir = run_dir_of(out, plan)
     cfg = load_config(e.config, [f"data.manifest={manifest}", f"train.seed={seed}", *e.overrides,
                                *plan.overrides, *extra])
     engine = Engine(cfg, run_dir, progress=True)

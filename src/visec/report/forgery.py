@@ -277,13 +277,13 @@ def saliency_section(report: HtmlReport, intra: list[tuple[ResultCard, Path]], m
                      measured: int = 16) -> None:
     """Saliency maps of every intra-dataset model that has them, on the same test images, beside the
     ground-truth blend masks; and how well each model's map finds the blended pixels (mask AUC)."""
-    import cv2
     import matplotlib.pyplot as plt
     import torch
 
     from visec.data.datamodule import fake_families
     from visec.data.images import load_rgb
     from visec.report.runs import face_batch, load_card_module
+    from visec.report.shortcuts import load_mask
 
     if "mask" not in m.df.columns or not intra:
         return
@@ -315,8 +315,7 @@ def saliency_section(report: HtmlReport, intra: list[tuple[ResultCard, Path]], m
         size = sal_scored.shape[-1]
         aucs = {}
         for k, row in scored.iterrows():
-            mask = load_rgb(Path(m.root) / row["mask"])[..., 0].astype(np.float32) / 255
-            mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA)
+            mask = load_mask(m.root, row["mask"], (size, size))
             aucs.setdefault(row["manipulation"], []).append(_mask_auc(sal_scored[k], mask))
         rows.append({"model": card.method, **{f"{f} (n={len(v)})": float(np.nanmean(v)) for f, v in aucs.items()},
                      "mean": float(np.nanmean([x for v in aucs.values() for x in v]))})

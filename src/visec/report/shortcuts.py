@@ -47,7 +47,8 @@ def _rgb(root: Path, rel: str) -> np.ndarray:
     return load_rgb(Path(root) / rel)
 
 
-def _mask(root: Path, rel: str, shape: tuple[int, int]) -> np.ndarray:
+def load_mask(root: Path, rel: str, shape: tuple[int, int]) -> np.ndarray:
+    """A blend mask in [0, 1] at ``shape`` (area-resized when it differs)."""
     import cv2
 
     m = _rgb(root, rel)[..., 0].astype(np.float32) / 255
@@ -64,7 +65,7 @@ def outside_pixels(m, max_pairs: int | None = None) -> dict[str, Any]:
     per: dict[str, list[tuple[float, float]]] = {}
     for r in pairs.itertuples(index=False):
         a, b = _rgb(m.root, r.path).astype(np.float32), _rgb(m.root, r.real_path).astype(np.float32)
-        outside = _mask(m.root, r.mask, a.shape[:2]) < 1 / 255
+        outside = load_mask(m.root, r.mask, a.shape[:2]) < 1 / 255
         if not outside.any():
             continue
         d = np.abs(a - b).max(-1)[outside]
@@ -116,7 +117,7 @@ def outside_statistics(m, max_pairs: int | None = 1500, seed: int = 0) -> dict[s
     rows, labels, groups = [], [], []
     for r in pairs.itertuples(index=False):
         fake, real = _rgb(m.root, r.path), _rgb(m.root, r.real_path)
-        region = _mask(m.root, r.mask, fake.shape[:2]) < 1 / 255
+        region = load_mask(m.root, r.mask, fake.shape[:2]) < 1 / 255
         if region.sum() < 16:
             continue
         for img, y in ((fake, 1), (real, 0)):
@@ -166,7 +167,7 @@ def occlusion(intra: list[tuple[ResultCard, Path]], m, max_pairs: int = 200, see
             out.append({"model": card.method, "skipped": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
             continue
         size = xf.shape[-2:]
-        masks = torch.from_numpy(np.stack([_mask(m.root, r, tuple(size)) for r in pairs["mask"]]))[:, None]
+        masks = torch.from_numpy(np.stack([load_mask(m.root, r, tuple(size)) for r in pairs["mask"]]))[:, None]
         region = (masks >= 1 / 255).float()
         y = np.r_[np.ones(len(pairs)), np.zeros(len(pairs))]
         row = {"model": card.method, "pairs": int(len(pairs))}
@@ -215,4 +216,4 @@ def shortcut_section(report: HtmlReport, checks: dict[str, Any]) -> None:
 
 
 __all__ = ["FEATURES", "image_features", "occlusion", "outside_pixels", "outside_statistics", "shortcut_checks",
-           "shortcut_section", "twin_pairs"]
+           "shortcut_section", "twin_pairs", "load_mask"]

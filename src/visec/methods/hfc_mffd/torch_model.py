@@ -305,11 +305,14 @@ class HFCMFFDNet(nn.Module):
         self.register_buffer("fusion_family", torch.zeros(len(branches)))
 
     # -- inputs ---------------------------------------------------------------------------------
-    def patches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(rgb patches (B, N, 3, k, k), raw DCT of gray patches (B, N, k, k))`` in row-major order."""
+    def patches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(rgb patches (B, N, 3, k, k), raw DCT of gray patches (B, N, k, k))`` in row-major order;
+        the DCT is ``None`` without a DCT branch."""
         rgb, gray = split_modalities(x)
-        return (extract_patches(self.normalize(rgb), self.k, self.per_side),
-                dct2(extract_patches(gray, self.k, self.per_side)[:, :, 0]))
+        rgb = extract_patches(self.normalize(rgb), self.k, self.per_side)
+        if "dct" not in self.branches:
+            return rgb, None
+        return rgb, dct2(extract_patches(gray, self.k, self.per_side)[:, :, 0])
 
     def standardise(self, coeffs: torch.Tensor) -> torch.Tensor:
         return (coeffs - self.dct_mean) / self.dct_std
@@ -326,10 +329,9 @@ class HFCMFFDNet(nn.Module):
     def forward_branches(self, x: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
         """Every head of both branches: ``patch (B, N, 2)``, ``image (B, 2)``, ``patch_family (B, N, K)``,
         ``image_family (B, K)``."""
-        if "dct" not in self.branches:
-            rgb, _ = split_modalities(x)
-            return {"rgb": self.rgb(extract_patches(self.normalize(rgb), self.k, self.per_side))}
         rgb, coeffs = self.patches(x)
+        if coeffs is None:
+            return {"rgb": self.rgb(rgb)}
         return {"rgb": self.rgb(rgb), "dct": self.dct(self.standardise(coeffs)[:, :, None])}
 
     def fusion_weights(self, task: Literal["binary", "family"]) -> torch.Tensor:
