@@ -169,6 +169,45 @@ def test_shortcut_checks_find_a_planted_border_cue(synth_small, tmp_path):
     assert outside_statistics(planted)["logistic_auc"] > 0.9
 
 
+def test_inside_frequency_keeps_the_direction_of_each_familys_cue(synth_small, tmp_path):
+    """Planted: every fake is rewritten as its real twin, then inside its blended region resynth fakes
+    get a +-16 checkerboard (more high frequency), faceswap fakes a blur (less) and component fakes
+    nothing. The measure must give resynth AUC 1, faceswap near 0 and component 0.5 (identical twins):
+    measured outside the region, or folded into max(AUC, 1 - AUC), it would not."""
+    import shutil
+
+    import cv2
+    from PIL import Image
+
+    from visec.data.manifest import read_manifest
+    from visec.report.shortcuts import inside_frequency, load_mask, twin_pairs
+
+    root = tmp_path / "planted"
+    shutil.copytree(read_manifest(synth_small.manifest).root, root)
+    m = read_manifest(root / "manifest.jsonl", check_files=False)
+    pairs = twin_pairs(m.df)
+    for r in pairs.itertuples(index=False):
+        real = np.asarray(Image.open(root / r.real_path).convert("RGB")).astype(np.float32)
+        region = load_mask(root, r.mask, real.shape[:2])[..., None] > 0.5
+        if r.manipulation == "resynth":
+            yy, xx = np.indices(real.shape[:2])
+            edit = real + 16.0 * np.where((yy + xx) % 2 == 0, 1, -1)[..., None]
+        elif r.manipulation == "faceswap":
+            edit = cv2.GaussianBlur(real, (5, 5), 1.5)
+        else:
+            edit = real
+        fake = np.where(region, edit, real)
+        Image.fromarray(np.clip(fake, 0, 255).astype(np.uint8)).save(root / r.path)
+    m.df.loc[m.df["path"].isin(pairs["path"]), "quality"] = pairs.set_index("path").loc[
+        m.df.loc[m.df["path"].isin(pairs["path"]), "path"], "real_quality"].to_numpy()
+    fam = inside_frequency(m)
+    assert set(fam) == {"component", "faceswap", "resynth"}
+    assert all(v["pairs"] > 20 for v in fam.values())
+    assert fam["resynth"]["hf_auc"] == 1.0 and fam["resynth"]["hf_ratio"] > 1.5
+    assert fam["faceswap"]["hf_auc"] < 0.2 and fam["faceswap"]["hf_ratio"] < 1
+    assert fam["component"]["hf_auc"] == 0.5 and fam["component"]["hf_ratio"] == 1.0
+
+
 def test_occlusion_greys_the_blended_region_or_everything_else(synth_small, tmp_path, monkeypatch):
     """A stand-in detector that reads only the image border (outside every mask): greying the blended
     region leaves its AUC where it was, greying everything else takes it to chance."""

@@ -12,6 +12,10 @@ blend masks (the embedded data), and the section of the ablation report that sta
 3. **Occlusion** (:func:`occlusion`): trained detectors scored on test pairs with the blended
    region greyed out (both twins, same region), or everything but it greyed out. A detector whose
    AUC survives losing the blended region keys on something else.
+
+And one check of the manipulation itself (:func:`inside_frequency`): per family, do its fakes carry
+more or less high-frequency energy inside the blended region than their real twins? Families whose
+frequency cues point opposite ways explain why a detector trained without one can rank it backwards.
 """
 
 from __future__ import annotations
@@ -139,6 +143,37 @@ def outside_statistics(m, max_pairs: int | None = 1500, seed: int = 0) -> dict[s
     return {"images": int(len(y)), "feature_auc": per, "logistic_auc": float(roc_auc(y, oof))}
 
 
+def inside_frequency(m, max_pairs: int = 150, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Per family, over up to ``max_pairs`` (fake, real twin) pairs degraded alike (the same entry of
+    the degradation ladder, or neither degraded): the AUC of the mean
+    high-frequency energy (``hf_energy`` of :func:`image_features`) inside the blended region (mask
+    above 0.5) for fake against real, *with* its direction (above 0.5: the fakes have more), and the
+    median fake / real ratio of that energy."""
+    from visec.metrics.classification import roc_auc
+
+    pairs = twin_pairs(m.df)
+    pairs = pairs[pairs["quality"] == pairs["real_quality"]]
+    out = {}
+    for fam, g in pairs.groupby("manipulation"):
+        if len(g) > max_pairs:
+            g = g.sample(max_pairs, random_state=seed)
+        fake, real = [], []
+        for r in g.itertuples(index=False):
+            f = _rgb(m.root, r.path)
+            region = load_mask(m.root, r.mask, f.shape[:2]) > 0.5
+            if region.sum() < 16:
+                continue
+            fake.append(image_features(f, region)["hf_energy"])
+            real.append(image_features(_rgb(m.root, r.real_path), region)["hf_energy"])
+        if not fake:
+            continue
+        a, b = np.array(fake), np.array(real)
+        out[str(fam)] = {"pairs": int(len(a)), "hf_auc": float(roc_auc(np.r_[np.ones(len(a)), np.zeros(len(b))],
+                                                                     np.r_[a, b])),
+                         "hf_ratio": float(np.median(a / np.maximum(b, 1e-8)))}
+    return out
+
+
 def occlusion(intra: list[tuple[ResultCard, Path]], m, max_pairs: int = 200, seed: int = 0) -> list[dict[str, Any]]:
     """For each trained model (one per run folder), frame AUC on up to ``max_pairs`` test (fake, real
     twin) pairs: as they are, with the blended region greyed (0.5) in both twins, and with everything
@@ -183,7 +218,7 @@ def occlusion(intra: list[tuple[ResultCard, Path]], m, max_pairs: int = 200, see
 
 
 def shortcut_checks(manifest, intra: list[tuple[ResultCard, Path]]) -> dict[str, Any]:
-    """The three checks on ``manifest`` (a path or a read manifest) and the intra-dataset models
+    """The three checks and the per-family frequency measure on ``manifest`` (a path or a read manifest) and the intra-dataset models
     ``intra`` (cards and paths)."""
     from visec.data.manifest import read_manifest
 
@@ -191,7 +226,7 @@ def shortcut_checks(manifest, intra: list[tuple[ResultCard, Path]]) -> dict[str,
     if "mask" not in m.df.columns:
         return {"skipped": "the manifest has no blend masks (the checks need the embedded data)"}
     return {"manifest": str(m.source), "outside_pixels": outside_pixels(m), "outside_statistics": outside_statistics(m),
-            "occlusion": occlusion(intra, m) if intra else []}
+            "inside_frequency": inside_frequency(m), "occlusion": occlusion(intra, m) if intra else []}
 
 
 def shortcut_section(report: HtmlReport, checks: dict[str, Any]) -> None:
@@ -209,11 +244,18 @@ def shortcut_section(report: HtmlReport, checks: dict[str, Any]) -> None:
                 f"(0.5 = no cue).")
     report.table(pd.DataFrame([st["feature_auc"]]), caption="per-statistic AUC, max(AUC, 1 - AUC)",
                  float_format="{:.3f}")
+    if checks.get("inside_frequency"):
+        report.text("Inside the blended region, per family: AUC of the high-frequency energy of undegraded fakes "
+                    "against their real twins (above 0.5: the fakes have more; below: less) and the median "
+                    "fake / real ratio. Families on opposite sides of 0.5 give a detector trained without one of "
+                    "them a frequency cue that points the wrong way on it.")
+        report.table(pd.DataFrame([{"family": f, **v} for f, v in checks["inside_frequency"].items()]),
+                     float_format="{:.3f}")
     if checks.get("occlusion"):
         report.text("Occlusion: frame AUC of each intra-dataset model on test twins (seed of the first run) as they "
                     "are, with the blended region greyed in both twins, and with everything but it greyed.")
         report.table(pd.DataFrame(checks["occlusion"]), float_format="{:.3f}")
 
 
-__all__ = ["FEATURES", "image_features", "occlusion", "outside_pixels", "outside_statistics", "shortcut_checks",
+__all__ = ["FEATURES", "image_features", "inside_frequency", "occlusion", "outside_pixels", "outside_statistics", "shortcut_checks",
            "shortcut_section", "twin_pairs", "load_mask"]
