@@ -173,7 +173,8 @@ def test_inside_frequency_keeps_the_direction_of_each_familys_cue(synth_small, t
     """Planted: every fake is rewritten as its real twin, then inside its blended region resynth fakes
     get a +-16 checkerboard (more high frequency), faceswap fakes a blur (less) and component fakes
     nothing. The measure must give resynth AUC 1, faceswap near 0 and component 0.5 (identical twins):
-    measured outside the region, or folded into max(AUC, 1 - AUC), it would not."""
+    measured outside the region, or folded into max(AUC, 1 - AUC), it would not. Twins degraded
+    differently are left out."""
     import shutil
 
     import cv2
@@ -198,14 +199,17 @@ def test_inside_frequency_keeps_the_direction_of_each_familys_cue(synth_small, t
             edit = real
         fake = np.where(region, edit, real)
         Image.fromarray(np.clip(fake, 0, 255).astype(np.uint8)).save(root / r.path)
-    m.df.loc[m.df["path"].isin(pairs["path"]), "quality"] = pairs.set_index("path").loc[
-        m.df.loc[m.df["path"].isin(pairs["path"]), "path"], "real_quality"].to_numpy()
+    m.df["quality"] = m.df["path"].map(pairs.set_index("path")["real_quality"]).fillna(m.df["quality"])
     fam = inside_frequency(m)
     assert set(fam) == {"component", "faceswap", "resynth"}
     assert all(v["pairs"] > 20 for v in fam.values())
     assert fam["resynth"]["hf_auc"] == 1.0 and fam["resynth"]["hf_ratio"] > 1.5
     assert fam["faceswap"]["hf_auc"] < 0.2 and fam["faceswap"]["hf_ratio"] < 1
     assert fam["component"]["hf_auc"] == 0.5 and fam["component"]["hf_ratio"] == 1.0
+    # only twins degraded alike are compared: component fakes marked as degraded otherwise drop out
+    component = m.df["path"].isin(pairs.loc[pairs["manipulation"] == "component", "path"])
+    m.df.loc[component, "quality"] = "planted-other-degradation"
+    assert set(inside_frequency(m)) == {"faceswap", "resynth"}
 
 
 def test_occlusion_greys_the_blended_region_or_everything_else(synth_small, tmp_path, monkeypatch):

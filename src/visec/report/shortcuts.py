@@ -218,8 +218,8 @@ def occlusion(intra: list[tuple[ResultCard, Path]], m, max_pairs: int = 200, see
 
 
 def shortcut_checks(manifest, intra: list[tuple[ResultCard, Path]]) -> dict[str, Any]:
-    """The three checks and the per-family frequency measure on ``manifest`` (a path or a read manifest) and the intra-dataset models
-    ``intra`` (cards and paths)."""
+    """The three checks and the per-family frequency measure on ``manifest`` (a path or a read
+    manifest) and the intra-dataset models ``intra`` (cards and paths)."""
     from visec.data.manifest import read_manifest
 
     m = read_manifest(manifest) if isinstance(manifest, (str, Path)) else manifest
@@ -257,5 +257,5 @@ def shortcut_section(report: HtmlReport, checks: dict[str, Any]) -> None:
         report.table(pd.DataFrame(checks["occlusion"]), float_format="{:.3f}")
 
 
-__all__ = ["FEATURES", "image_features", "inside_frequency", "occlusion", "outside_pixels", "outside_statistics", "shortcut_checks",
-           "shortcut_section", "twin_pairs", "load_mask"]
+__all__ = ["FEATURES", "image_features", "inside_frequency", "occlusion", "outside_pixels", "outside_statistics",
+           "shortcut_checks", "shortcut_section", "twin_pairs", "load_mask"]
